@@ -1,0 +1,172 @@
+//! `Application::build(config)`: opens the database, builds telemetry and binds the listeners.
+//! Tests build it on port 0; `main` builds it from the command line.
+
+use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
+
+use poem::{
+    listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
+    middleware::AddData,
+    EndpointExt, Route, Server,
+};
+use tokio::sync::watch;
+
+use crate::{
+    api::{self, fault::FaultInjection, payload::BodyLimit, AppState},
+    config::Config,
+    store::ItemStore,
+    telemetry::{
+        business::BusinessMetrics, db::DbTelemetry, exposition::MetricsEndpoint, metrics::Metrics,
+        resource,
+    },
+};
+
+/// Why the service could not start. Each renders as one line for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot open the database: {0}")]
+    Database(#[from] sea_orm::DbErr),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: io::Error },
+    #[error(transparent)]
+    Metrics(#[from] crate::telemetry::metrics::MetricsError),
+}
+
+pub struct Application {
+    api: Listening,
+    metrics: Option<Listening>,
+    store: ItemStore,
+    telemetry: Arc<Metrics>,
+    shutdown_timeout: Duration,
+}
+
+struct Listening {
+    acceptor: TcpAcceptor,
+    port: u16,
+    endpoint: poem::endpoint::BoxEndpoint<'static>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let telemetry = Arc::new(Metrics::new(resource::build())?);
+        let meter = telemetry.meter();
+        let store = ItemStore::connect(&config, DbTelemetry::new(meter, &config.database_url)).await?;
+        let business = BusinessMetrics::new(meter);
+        business.set_stored(store.count().await.unwrap_or(0));
+
+        let metrics_endpoint = telemetry.endpoint();
+        let mut routes = api::routes(AppState {
+            store: store.clone(),
+            business,
+        });
+        if config.metrics_listen_addr.is_none() {
+            routes = routes.at("/metrics", metrics_endpoint.clone());
+        }
+        let api = Listening::bind(config.listen_addr, app(routes, &config)).await?;
+        let metrics = match config.metrics_listen_addr {
+            Some(addr) => Some(Listening::bind(addr, metrics_only(metrics_endpoint)).await?),
+            None => None,
+        };
+        Ok(Self {
+            api,
+            metrics,
+            store,
+            telemetry,
+            shutdown_timeout: config.shutdown_timeout,
+        })
+    }
+
+    /// The port the API listens on (the real one when the config said 0).
+    pub fn port(&self) -> u16 {
+        self.api.port
+    }
+
+    /// The port of the separate `/metrics` listener, when there is one.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics.as_ref().map(|m| m.port)
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish
+    /// (up to `SHUTDOWN_TIMEOUT`), and closes the pool.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> io::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let timeout = Some(self.shutdown_timeout);
+        let api = self.api.serve(stopped(stop_rx.clone()), timeout);
+        let result = match self.metrics {
+            Some(metrics) => {
+                let (api, metrics) =
+                    tokio::join!(api, metrics.serve(stopped(stop_rx), timeout));
+                api.and(metrics)
+            }
+            None => api.await,
+        };
+        self.store.close().await;
+        self.telemetry.shutdown();
+        result
+    }
+}
+
+impl Listening {
+    async fn bind(
+        addr: SocketAddr,
+        endpoint: poem::endpoint::BoxEndpoint<'static>,
+    ) -> Result<Self, StartupError> {
+        let listen_error = |source| StartupError::Listen { addr, source };
+        let acceptor = TcpListener::bind(addr)
+            .into_acceptor()
+            .await
+            .map_err(listen_error)?;
+        let port = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().map(SocketAddr::port))
+            .unwrap_or(addr.port());
+        Ok(Self {
+            acceptor,
+            port,
+            endpoint,
+        })
+    }
+
+    async fn serve(
+        self,
+        stop: impl Future<Output = ()> + Send,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
+        Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(self.endpoint, stop, timeout)
+            .await
+    }
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// The API with its middleware, outermost first: errors as problem+json, fault injection,
+/// the body limit.
+fn app(routes: Route, config: &Config) -> poem::endpoint::BoxEndpoint<'static> {
+    let faults = FaultInjection {
+        error_ratio: config.fault_error_ratio.unwrap_or(0.0),
+        delay: config.fault_delay.unwrap_or_default(),
+    };
+    api::with_problem_errors(
+        routes
+            .with(faults)
+            .with(AddData::new(BodyLimit(config.body_limit))),
+    )
+    .map_to_response()
+    .boxed()
+}
+
+fn metrics_only(endpoint: MetricsEndpoint) -> poem::endpoint::BoxEndpoint<'static> {
+    api::with_problem_errors(Route::new().at("/metrics", endpoint))
+        .map_to_response()
+        .boxed()
+}
