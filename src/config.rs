@@ -3,11 +3,15 @@
 
 use std::{net::SocketAddr, str::FromStr, time::Duration};
 
-use clap::{Parser, ValueEnum};
+use clap::{ArgAction, Args, Parser, ValueEnum};
 
 /// The `items-api` command line.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "items-api", version, about = "Items CRUD API, observable by construction")]
+#[command(
+    name = "items-api",
+    version,
+    about = "Items CRUD API, observable by construction"
+)]
 pub struct Config {
     /// `sqlite://…` or `postgres://…`; migrations run at start.
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://items.db?mode=rwc", value_parser = DatabaseUrl::from_str)]
@@ -61,6 +65,122 @@ pub struct Config {
     /// Delay added to every `/items*` request (`150ms`, `1s`), for demos and alert tests.
     #[arg(long, env = "FAULT_DELAY", value_parser = parse_duration)]
     pub fault_delay: Option<Duration>,
+
+    #[command(flatten)]
+    pub otel: OtelConfig,
+}
+
+/// The standard OpenTelemetry SDK variables this service honours.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "OpenTelemetry (standard OTEL_* variables)")]
+pub struct OtelConfig {
+    /// Turn every signal off: no spans, no log export, `/metrics` empty.
+    #[arg(long = "otel-sdk-disabled", env = "OTEL_SDK_DISABLED", default_value = "false", action = ArgAction::Set, value_parser = parse_bool)]
+    pub sdk_disabled: bool,
+
+    /// `prometheus`, `otlp`, `none`, or a comma-separated mix.
+    #[arg(long = "otel-metrics-exporter", env = "OTEL_METRICS_EXPORTER", default_value = "prometheus", value_parser = parse_metrics_exporters)]
+    pub metrics_exporter: MetricsExporters,
+
+    /// `otlp` (used when an OTLP endpoint is set), `console` or `none`.
+    #[arg(long = "otel-traces-exporter", env = "OTEL_TRACES_EXPORTER", value_enum, default_value_t = SignalExporter::Otlp)]
+    pub traces_exporter: SignalExporter,
+
+    /// `otlp` (used when an OTLP endpoint is set), `console` or `none`.
+    #[arg(long = "otel-logs-exporter", env = "OTEL_LOGS_EXPORTER", value_enum, default_value_t = SignalExporter::Otlp)]
+    pub logs_exporter: SignalExporter,
+
+    /// Base OTLP endpoint (`http://collector:4318` for http/protobuf, `:4317` for grpc).
+    #[arg(long = "otel-exporter-otlp-endpoint", env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = parse_endpoint)]
+    pub otlp_endpoint: Option<String>,
+
+    /// Full OTLP endpoint for traces; overrides the base one.
+    #[arg(long = "otel-exporter-otlp-traces-endpoint", env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", value_parser = parse_endpoint)]
+    pub otlp_traces_endpoint: Option<String>,
+
+    /// Full OTLP endpoint for metrics; overrides the base one.
+    #[arg(long = "otel-exporter-otlp-metrics-endpoint", env = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", value_parser = parse_endpoint)]
+    pub otlp_metrics_endpoint: Option<String>,
+
+    /// Full OTLP endpoint for logs; overrides the base one.
+    #[arg(long = "otel-exporter-otlp-logs-endpoint", env = "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", value_parser = parse_endpoint)]
+    pub otlp_logs_endpoint: Option<String>,
+
+    /// `http/protobuf` or `grpc`.
+    #[arg(long = "otel-exporter-otlp-protocol", env = "OTEL_EXPORTER_OTLP_PROTOCOL", value_enum, default_value_t = OtlpProtocol::HttpProtobuf)]
+    pub otlp_protocol: OtlpProtocol,
+
+    /// Milliseconds between OTLP metric pushes.
+    #[arg(long = "otel-metric-export-interval", env = "OTEL_METRIC_EXPORT_INTERVAL", default_value = "60000", value_parser = parse_millis)]
+    pub metric_export_interval: Duration,
+
+    /// `always_on`, `always_off`, `traceidratio`, `parentbased_always_on`,
+    /// `parentbased_always_off`, `parentbased_traceidratio`.
+    #[arg(long = "otel-traces-sampler", env = "OTEL_TRACES_SAMPLER", value_enum, default_value_t = SamplerKind::ParentbasedAlwaysOn)]
+    pub traces_sampler: SamplerKind,
+
+    /// The ratio (0..=1) of the `traceidratio` samplers.
+    #[arg(long = "otel-traces-sampler-arg", env = "OTEL_TRACES_SAMPLER_ARG", value_parser = parse_ratio)]
+    pub traces_sampler_arg: Option<f64>,
+}
+
+/// Which readers the meter provider gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MetricsExporters {
+    pub prometheus: bool,
+    pub otlp: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SignalExporter {
+    Otlp,
+    Console,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OtlpProtocol {
+    #[value(name = "http/protobuf")]
+    HttpProtobuf,
+    Grpc,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SamplerKind {
+    AlwaysOn,
+    AlwaysOff,
+    Traceidratio,
+    ParentbasedAlwaysOn,
+    ParentbasedAlwaysOff,
+    ParentbasedTraceidratio,
+}
+
+/// An OTLP signal, for endpoint resolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Traces,
+    Metrics,
+    Logs,
+}
+
+impl OtelConfig {
+    /// Where a signal goes: its own endpoint as given, else the base endpoint plus the signal's
+    /// path for http/protobuf (the base as is for grpc). `None`: nowhere, nothing connects.
+    pub fn endpoint(&self, signal: Signal) -> Option<String> {
+        let (own, path) = match signal {
+            Signal::Traces => (&self.otlp_traces_endpoint, "v1/traces"),
+            Signal::Metrics => (&self.otlp_metrics_endpoint, "v1/metrics"),
+            Signal::Logs => (&self.otlp_logs_endpoint, "v1/logs"),
+        };
+        if let Some(own) = own {
+            return Some(own.clone());
+        }
+        let base = self.otlp_endpoint.as_ref()?;
+        Some(match self.otlp_protocol {
+            OtlpProtocol::Grpc => base.clone(),
+            OtlpProtocol::HttpProtobuf => format!("{}/{path}", base.trim_end_matches('/')),
+        })
+    }
 }
 
 impl Config {
@@ -144,7 +264,8 @@ fn parse_byte_size(s: &str) -> Result<usize, String> {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| format!("not a duration such as 150ms or 2s ({e})"))
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("not a duration such as 150ms or 2s ({e})"))
 }
 
 fn parse_ratio(s: &str) -> Result<f64, String> {
@@ -154,6 +275,50 @@ fn parse_ratio(s: &str) -> Result<f64, String> {
     } else {
         Err("must be between 0 and 1".into())
     }
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" | "" => Ok(false),
+        _ => Err("must be true or false".into()),
+    }
+}
+
+fn parse_millis(s: &str) -> Result<Duration, String> {
+    let ms: u64 = s
+        .trim()
+        .parse()
+        .map_err(|_| "must be a number of milliseconds".to_string())?;
+    if ms == 0 {
+        return Err("must be larger than 0".into());
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+fn parse_endpoint(s: &str) -> Result<String, String> {
+    let url = url::Url::parse(s.trim()).map_err(|e| format!("not a URL ({e})"))?;
+    match url.scheme() {
+        "http" | "https" => Ok(s.trim().to_owned()),
+        other => Err(format!("scheme `{other}` is not http or https")),
+    }
+}
+
+fn parse_metrics_exporters(s: &str) -> Result<MetricsExporters, String> {
+    let mut exporters = MetricsExporters::default();
+    for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        match name {
+            "prometheus" => exporters.prometheus = true,
+            "otlp" => exporters.otlp = true,
+            "none" => {}
+            other => {
+                return Err(format!(
+                    "unknown exporter `{other}`: use prometheus, otlp or none"
+                ))
+            }
+        }
+    }
+    Ok(exporters)
 }
 
 fn parse_log_filter(s: &str) -> Result<String, String> {
@@ -187,5 +352,39 @@ mod tests {
         assert!(parse_ratio("1.5").is_err());
         assert_eq!(parse_duration("150ms"), Ok(Duration::from_millis(150)));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn otel_settings_parse_and_resolve_endpoints() {
+        assert_eq!(
+            parse_metrics_exporters("prometheus, otlp"),
+            Ok(MetricsExporters {
+                prometheus: true,
+                otlp: true
+            })
+        );
+        assert_eq!(
+            parse_metrics_exporters("none"),
+            Ok(MetricsExporters::default())
+        );
+        assert!(parse_metrics_exporters("statsd").is_err());
+        assert!(parse_endpoint("grpc://x").is_err());
+        let mut otel = Config::parse_from(["items-api"]).otel;
+        assert_eq!(otel.endpoint(Signal::Traces), None);
+        otel.otlp_endpoint = Some("http://c:4318/".into());
+        assert_eq!(
+            otel.endpoint(Signal::Logs).as_deref(),
+            Some("http://c:4318/v1/logs")
+        );
+        otel.otlp_protocol = OtlpProtocol::Grpc;
+        assert_eq!(
+            otel.endpoint(Signal::Metrics).as_deref(),
+            Some("http://c:4318/")
+        );
+        otel.otlp_traces_endpoint = Some("http://t:4318/custom".into());
+        assert_eq!(
+            otel.endpoint(Signal::Traces).as_deref(),
+            Some("http://t:4318/custom")
+        );
     }
 }

@@ -17,5 +17,8 @@ pub fn init(config: &Config) {
             .with_span_list(false)
             .boxed(),
     };
-    tracing_subscriber::registry().with(filter).with(stdout).init();
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(stdout)
+        .init();
 }

@@ -9,14 +9,22 @@ use items_api::{logging, Application, Config};
 async fn main() -> ExitCode {
     let config = match Config::try_parse() {
         Ok(config) => config,
-        Err(err) if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+        Err(err)
+            if matches!(
+                err.kind(),
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+            ) =>
+        {
             let _ = err.print();
             return ExitCode::SUCCESS;
         }
         Err(err) => {
             // clap explains over several lines; an operator wants the one that matters.
             let text = err.to_string();
-            let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid configuration");
+            let line = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid configuration");
             eprintln!("items-api: {}", line.trim_start_matches("error: "));
             return ExitCode::from(2);
         }

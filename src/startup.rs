@@ -15,8 +15,12 @@ use crate::{
     config::Config,
     store::ItemStore,
     telemetry::{
-        business::BusinessMetrics, db::DbTelemetry, exposition::MetricsEndpoint, metrics::Metrics,
-        resource,
+        business::BusinessMetrics,
+        db::{register_pool_metrics, DbTelemetry},
+        exposition::MetricsEndpoint,
+        http::HttpTelemetry,
+        metrics::Metrics,
+        process, resource,
     },
 };
 
@@ -36,6 +40,7 @@ pub struct Application {
     metrics: Option<Listening>,
     store: ItemStore,
     telemetry: Arc<Metrics>,
+    stored_refresh: tokio::task::JoinHandle<()>,
     shutdown_timeout: Duration,
 }
 
@@ -47,11 +52,22 @@ struct Listening {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
-        let telemetry = Arc::new(Metrics::new(resource::build())?);
+        let telemetry = Arc::new(Metrics::new(resource::build(), &config.otel)?);
         let meter = telemetry.meter();
-        let store = ItemStore::connect(&config, DbTelemetry::new(meter, &config.database_url)).await?;
+        let store =
+            ItemStore::connect(&config, DbTelemetry::new(meter, &config.database_url)).await?;
         let business = BusinessMetrics::new(meter);
         business.set_stored(store.count().await.unwrap_or(0));
+        let pool = store.clone();
+        register_pool_metrics(meter, move || pool.pool_state());
+        process::register_process_metrics(meter);
+        process::register_runtime_metrics(meter, &tokio::runtime::Handle::current());
+        let http = HttpTelemetry::new(
+            meter,
+            api::route_templates(),
+            config.metrics_exclude.clone(),
+        );
+        let stored_refresh = spawn_stored_refresh(store.clone(), business.clone());
 
         let metrics_endpoint = telemetry.endpoint();
         let mut routes = api::routes(AppState {
@@ -61,7 +77,7 @@ impl Application {
         if config.metrics_listen_addr.is_none() {
             routes = routes.at("/metrics", metrics_endpoint.clone());
         }
-        let api = Listening::bind(config.listen_addr, app(routes, &config)).await?;
+        let api = Listening::bind(config.listen_addr, app(routes, http, &config)).await?;
         let metrics = match config.metrics_listen_addr {
             Some(addr) => Some(Listening::bind(addr, metrics_only(metrics_endpoint)).await?),
             None => None,
@@ -71,6 +87,7 @@ impl Application {
             metrics,
             store,
             telemetry,
+            stored_refresh,
             shutdown_timeout: config.shutdown_timeout,
         })
     }
@@ -100,12 +117,12 @@ impl Application {
         let api = self.api.serve(stopped(stop_rx.clone()), timeout);
         let result = match self.metrics {
             Some(metrics) => {
-                let (api, metrics) =
-                    tokio::join!(api, metrics.serve(stopped(stop_rx), timeout));
+                let (api, metrics) = tokio::join!(api, metrics.serve(stopped(stop_rx), timeout));
                 api.and(metrics)
             }
             None => api.await,
         };
+        self.stored_refresh.abort();
         self.store.close().await;
         self.telemetry.shutdown();
         result
@@ -149,19 +166,43 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-/// The API with its middleware, outermost first: errors as problem+json, fault injection,
-/// the body limit.
-fn app(routes: Route, config: &Config) -> poem::endpoint::BoxEndpoint<'static> {
+/// How often `items.stored` is corrected from a real count (other replicas write too).
+const STORED_REFRESH: Duration = Duration::from_secs(60);
+
+fn spawn_stored_refresh(
+    store: ItemStore,
+    business: BusinessMetrics,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(STORED_REFRESH);
+        tick.tick().await; // the first tick is immediate; build() has just counted
+        loop {
+            tick.tick().await;
+            if let Ok(count) = store.count().await {
+                business.set_stored(count);
+            }
+        }
+    })
+}
+
+/// The API with its middleware, outermost first: telemetry (so it sees the final status and
+/// the whole duration), errors as problem+json, then the data payloads and faults read.
+fn app(
+    routes: Route,
+    http: HttpTelemetry,
+    config: &Config,
+) -> poem::endpoint::BoxEndpoint<'static> {
     let faults = FaultInjection {
         error_ratio: config.fault_error_ratio.unwrap_or(0.0),
         delay: config.fault_delay.unwrap_or_default(),
     };
+    let faults_on = faults.error_ratio > 0.0 || !faults.delay.is_zero();
     api::with_problem_errors(
         routes
-            .with(faults)
+            .with_if(faults_on, AddData::new(faults))
             .with(AddData::new(BodyLimit(config.body_limit))),
     )
-    .map_to_response()
+    .with(http)
     .boxed()
 }
 

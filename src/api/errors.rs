@@ -77,6 +77,16 @@ const MAX_DETAIL: usize = 200;
 /// Renders any error as problem+json. Framework errors keep their status (400, 404, 405, 415…);
 /// their text is shown for 4xx only, so a 5xx never reveals internals.
 pub async fn into_problem(err: poem::Error) -> Response {
+    // The matched route rides on the error; the HTTP middleware needs it on the response.
+    let pattern = err.data::<poem::PathPattern>().cloned();
+    let mut response = problem_for(err);
+    if let Some(pattern) = pattern {
+        response.set_data(pattern);
+    }
+    response
+}
+
+fn problem_for(err: poem::Error) -> Response {
     if err.is::<ApiError>() {
         return err.into_response();
     }

@@ -32,14 +32,18 @@ impl HealthApi {
     /// orchestrator does not restart a healthy process for a database outage.
     #[oai(path = "/health/live", method = "get", operation_id = "live")]
     async fn live(&self) -> Healthy {
-        Healthy::Ok(Json(Status { status: "ok".into() }))
+        Healthy::Ok(Json(Status {
+            status: "ok".into(),
+        }))
     }
 
     /// The service can do its work: 200 when the database answers, else 503.
     #[oai(path = "/health/ready", method = "get", operation_id = "ready")]
     async fn ready(&self) -> poem::Result<Healthy> {
         match self.store.ping().await {
-            Ok(()) => Ok(Healthy::Ok(Json(Status { status: "ok".into() }))),
+            Ok(()) => Ok(Healthy::Ok(Json(Status {
+                status: "ok".into(),
+            }))),
             Err(err) => {
                 tracing::warn!(error = %err, "readiness check failed");
                 Err(ApiError::Unavailable.into())

@@ -9,6 +9,7 @@ use poem_openapi::{
 
 use super::{
     errors::ApiError,
+    fault::inject as inject_faults,
     model::{self, Item, ItemList},
     payload::JsonBody,
 };
@@ -45,7 +46,12 @@ type ApiResult<T> = poem::Result<T>;
 #[OpenApi(tag = "ApiTags::Items")]
 impl ItemsApi {
     /// Create an item.
-    #[oai(path = "/items", method = "post", operation_id = "createItem")]
+    #[oai(
+        path = "/items",
+        method = "post",
+        operation_id = "createItem",
+        transform = "inject_faults"
+    )]
     async fn create(&self, body: JsonBody<NewItem>) -> ApiResult<Created> {
         let item = self.store.create(body.0).await.map_err(ApiError::from)?;
         self.business.created();
@@ -54,7 +60,12 @@ impl ItemsApi {
     }
 
     /// List items, oldest first.
-    #[oai(path = "/items", method = "get", operation_id = "listItems")]
+    #[oai(
+        path = "/items",
+        method = "get",
+        operation_id = "listItems",
+        transform = "inject_faults"
+    )]
     async fn list(
         &self,
         /// Page size, 1 to 100 (default 20).
@@ -79,7 +90,12 @@ impl ItemsApi {
     }
 
     /// Get one item.
-    #[oai(path = "/items/:id", method = "get", operation_id = "getItem")]
+    #[oai(
+        path = "/items/:id",
+        method = "get",
+        operation_id = "getItem",
+        transform = "inject_faults"
+    )]
     async fn get(&self, id: Path<i64>) -> ApiResult<Json<Item>> {
         let item = self.store.get(id.0).await.map_err(ApiError::from)?;
         let item = item.ok_or(ApiError::NotFound(id.0))?;
@@ -88,25 +104,48 @@ impl ItemsApi {
     }
 
     /// Replace an item: every writable field is set (omitted `quantity` becomes 0).
-    #[oai(path = "/items/:id", method = "put", operation_id = "replaceItem")]
+    #[oai(
+        path = "/items/:id",
+        method = "put",
+        operation_id = "replaceItem",
+        transform = "inject_faults"
+    )]
     async fn replace(&self, id: Path<i64>, body: JsonBody<NewItem>) -> ApiResult<Json<Item>> {
-        let item = self.store.replace(id.0, body.0).await.map_err(ApiError::from)?;
+        let item = self
+            .store
+            .replace(id.0, body.0)
+            .await
+            .map_err(ApiError::from)?;
         let item = item.ok_or(ApiError::NotFound(id.0))?;
         self.business.updated();
         Ok(Json(item.into()))
     }
 
     /// Change some fields of an item.
-    #[oai(path = "/items/:id", method = "patch", operation_id = "updateItem")]
+    #[oai(
+        path = "/items/:id",
+        method = "patch",
+        operation_id = "updateItem",
+        transform = "inject_faults"
+    )]
     async fn update(&self, id: Path<i64>, body: JsonBody<ItemChanges>) -> ApiResult<Json<Item>> {
-        let item = self.store.update(id.0, body.0).await.map_err(ApiError::from)?;
+        let item = self
+            .store
+            .update(id.0, body.0)
+            .await
+            .map_err(ApiError::from)?;
         let item = item.ok_or(ApiError::NotFound(id.0))?;
         self.business.updated();
         Ok(Json(item.into()))
     }
 
     /// Delete an item.
-    #[oai(path = "/items/:id", method = "delete", operation_id = "deleteItem")]
+    #[oai(
+        path = "/items/:id",
+        method = "delete",
+        operation_id = "deleteItem",
+        transform = "inject_faults"
+    )]
     async fn delete(&self, id: Path<i64>) -> ApiResult<Deleted> {
         if !self.store.delete(id.0).await.map_err(ApiError::from)? {
             return Err(ApiError::NotFound(id.0).into());

@@ -226,7 +226,8 @@ impl Fields {
         unknown.sort();
         for key in unknown {
             let shown: String = key.chars().take(64).collect();
-            self.errors.push(FieldError::new(&shown, "is not a known field"));
+            self.errors
+                .push(FieldError::new(&shown, "is not a known field"));
         }
         if self.errors.is_empty() {
             Ok(())
@@ -273,8 +274,9 @@ mod tests {
 
     #[test]
     fn every_bad_field_is_listed() {
-        let err = NewItem::from_json(json!({"name": " ", "price": -1, "quantity": 1.5, "colour": 1}))
-            .unwrap_err();
+        let err =
+            NewItem::from_json(json!({"name": " ", "price": -1, "quantity": 1.5, "colour": 1}))
+                .unwrap_err();
         assert_eq!(fields(err), ["name", "price", "quantity", "colour"]);
         let err = NewItem::from_json(json!({})).unwrap_err();
         assert_eq!(fields(err), ["name", "price"]);
@@ -295,7 +297,10 @@ mod tests {
     fn paging_is_bounded() {
         assert_eq!(paging(None, None), Ok((20, 0)));
         assert_eq!(paging(Some(100), Some(5)), Ok((100, 5)));
-        assert_eq!(fields(paging(Some(0), Some(-1)).unwrap_err()), ["limit", "offset"]);
+        assert_eq!(
+            fields(paging(Some(0), Some(-1)).unwrap_err()),
+            ["limit", "offset"]
+        );
         assert_eq!(fields(paging(Some(101), None).unwrap_err()), ["limit"]);
     }
 }

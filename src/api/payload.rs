@@ -2,6 +2,7 @@
 //! JSON at all and 422 listing every bad field when it is JSON of the wrong shape. poem-openapi's
 //! own `Json<T>` stops at the first bad field with a 400, which tells a client too little.
 
+use futures_util::StreamExt;
 use poem::{Request, RequestBody};
 use poem_openapi::{
     payload::{ParsePayload, Payload},
@@ -51,14 +52,7 @@ impl<T: FromJsonBody> ParsePayload for JsonBody<T> {
         let limit = request
             .data::<BodyLimit>()
             .map_or(1024 * 1024, |limit| limit.0);
-        let bytes = body
-            .take()?
-            .into_bytes_limit(limit)
-            .await
-            .map_err(|err| match err {
-                poem::error::ReadBodyError::PayloadTooLarge => ApiError::PayloadTooLarge(limit),
-                _ => ApiError::BadRequest("the request body could not be read".into()),
-            })?;
+        let bytes = read_limited(body.take()?, limit).await?;
         if bytes.is_empty() {
             return Err(ApiError::BadRequest("the request body is empty".into()).into());
         }
@@ -68,6 +62,32 @@ impl<T: FromJsonBody> ParsePayload for JsonBody<T> {
             .map(JsonBody)
             .map_err(|errors| ApiError::Validation(errors).into())
     }
+}
+
+/// After the limit is passed, this much more is read and thrown away so that a client that sends
+/// its whole body before reading the answer still sees the 413 rather than a reset connection.
+const DRAIN_MAX: usize = 16 * 1024 * 1024;
+
+async fn read_limited(body: poem::Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let mut stream = std::pin::pin!(body.into_bytes_stream());
+    let mut bytes = Vec::new();
+    let mut drained = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|_| ApiError::BadRequest("the request body could not be read".into()))?;
+        if drained > 0 || bytes.len() + chunk.len() > limit {
+            drained += chunk.len();
+            if drained > DRAIN_MAX {
+                break;
+            }
+        } else {
+            bytes.extend_from_slice(&chunk);
+        }
+    }
+    if drained > 0 {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    Ok(bytes)
 }
 
 poem_openapi::impl_apirequest_for_payload!(JsonBody<T>, T: FromJsonBody);

@@ -11,7 +11,7 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 use sea_orm_migration::MigratorTrait;
 
 use crate::config::{Backend, Config};
-use crate::telemetry::db::DbTelemetry;
+use crate::telemetry::db::{DbTelemetry, PoolState};
 
 pub use entity::Model as Item;
 pub use queries::{ItemChanges, NewItem, Page};
@@ -29,10 +29,8 @@ pub enum StoreError {
 
 impl From<DbErr> for StoreError {
     fn from(err: DbErr) -> Self {
-        let unavailable = matches!(
-            err,
-            DbErr::ConnectionAcquire(_) | DbErr::Conn(_)
-        ) || matches!(&err, DbErr::Exec(e) | DbErr::Query(e) if is_connection_error(&e.to_string()));
+        let unavailable = matches!(err, DbErr::ConnectionAcquire(_) | DbErr::Conn(_))
+            || matches!(&err, DbErr::Exec(e) | DbErr::Query(e) if is_connection_error(&e.to_string()));
         if unavailable {
             StoreError::Unavailable(err)
         } else {
@@ -98,11 +96,19 @@ impl ItemStore {
         match self.db.get_database_backend() {
             sea_orm::DbBackend::Sqlite => {
                 let pool = self.db.get_sqlite_connection_pool();
-                PoolState::new(pool.size(), pool.num_idle(), pool.options().get_max_connections())
+                pool_state(
+                    pool.size(),
+                    pool.num_idle(),
+                    pool.options().get_max_connections(),
+                )
             }
             sea_orm::DbBackend::Postgres => {
                 let pool = self.db.get_postgres_connection_pool();
-                PoolState::new(pool.size(), pool.num_idle(), pool.options().get_max_connections())
+                pool_state(
+                    pool.size(),
+                    pool.num_idle(),
+                    pool.options().get_max_connections(),
+                )
             }
             _ => PoolState::default(),
         }
@@ -118,21 +124,11 @@ impl ItemStore {
     }
 }
 
-/// Connections of the pool: in use, idle, and the most it may open.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct PoolState {
-    pub used: u64,
-    pub idle: u64,
-    pub max: u64,
-}
-
-impl PoolState {
-    fn new(size: u32, idle: usize, max: u32) -> Self {
-        let idle = idle as u64;
-        Self {
-            used: u64::from(size).saturating_sub(idle),
-            idle,
-            max: u64::from(max),
-        }
+fn pool_state(size: u32, idle: usize, max: u32) -> PoolState {
+    let idle = idle as u64;
+    PoolState {
+        used: u64::from(size).saturating_sub(idle),
+        idle,
+        max: u64::from(max),
     }
 }

@@ -6,8 +6,8 @@ use chrono::Utc;
 use sea_orm::sea_query::{Expr, Func, Query, SelectStatement};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, QueryOrder, QuerySelect, QueryTrait,
-    Statement,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, QueryOrder, QuerySelect,
+    QueryTrait, Statement,
 };
 
 use super::entity::{self, ActiveModel, Column, Entity};
@@ -139,7 +139,11 @@ impl ItemStore {
         Ok(result.rows_affected() > 0)
     }
 
-    async fn fetch_one(&self, op: &DbOperation, stmt: Statement) -> Result<Option<Item>, StoreError> {
+    async fn fetch_one(
+        &self,
+        op: &DbOperation,
+        stmt: Statement,
+    ) -> Result<Option<Item>, StoreError> {
         let row = self
             .telemetry
             .observe(op, stmt, |stmt| self.db.query_one_raw(stmt))

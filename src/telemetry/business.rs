@@ -36,7 +36,10 @@ impl BusinessMetrics {
             .build();
         Self {
             created: counter("items.created", "Items created"),
-            read: counter("items.read", "Items returned by reads (one per item in a list)"),
+            read: counter(
+                "items.read",
+                "Items returned by reads (one per item in a list)",
+            ),
             updated: counter("items.updated", "Items updated (PUT or PATCH)"),
             deleted: counter("items.deleted", "Items deleted"),
             stored,

@@ -90,7 +90,12 @@ impl DbTelemetry {
     }
 
     /// Runs one statement inside its CLIENT span and records how long it took.
-    pub async fn observe<T, F, Fut>(&self, op: &DbOperation, stmt: Statement, run: F) -> Result<T, DbErr>
+    pub async fn observe<T, F, Fut>(
+        &self,
+        op: &DbOperation,
+        stmt: Statement,
+        run: F,
+    ) -> Result<T, DbErr>
     where
         F: FnOnce(Statement) -> Fut,
         Fut: Future<Output = Result<T, DbErr>>,
@@ -143,7 +148,60 @@ fn error_type(err: &DbErr) -> &'static str {
         DbErr::ConnectionAcquire(_) => "pool_timeout",
         DbErr::Conn(_) => "connection",
         DbErr::Exec(_) | DbErr::Query(_) => "query",
-        DbErr::RecordNotFound(_) | DbErr::RecordNotInserted | DbErr::RecordNotUpdated => "no_record",
+        DbErr::RecordNotFound(_) | DbErr::RecordNotInserted | DbErr::RecordNotUpdated => {
+            "no_record"
+        }
         _ => "other",
     }
+}
+
+/// Connections of the pool: in use, idle, and the most it may open.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PoolState {
+    pub used: u64,
+    pub idle: u64,
+    pub max: u64,
+}
+
+/// The pool is named once per app; there is one.
+const POOL_NAME: &str = "items";
+
+/// Registers `db.client.connection.count` (idle/used) and `db.client.connection.max`.
+/// `state` is read at collection time.
+pub fn register_pool_metrics(
+    meter: &Meter,
+    state: impl Fn() -> PoolState + Send + Sync + Clone + 'static,
+) {
+    let read = state.clone();
+    meter
+        .i64_observable_up_down_counter("db.client.connection.count")
+        .with_unit("{connection}")
+        .with_description("Connections of the pool, by state")
+        .with_callback(move |gauge| {
+            let pool = read();
+            let name = KeyValue::new("db.client.connection.pool.name", POOL_NAME);
+            gauge.observe(
+                pool.idle as i64,
+                &[
+                    name.clone(),
+                    KeyValue::new("db.client.connection.state", "idle"),
+                ],
+            );
+            gauge.observe(
+                pool.used as i64,
+                &[name, KeyValue::new("db.client.connection.state", "used")],
+            );
+        })
+        .build();
+    meter
+        .i64_observable_up_down_counter("db.client.connection.max")
+        .with_unit("{connection}")
+        .with_description("Most connections the pool may open")
+        .with_callback(move |gauge| {
+            gauge.observe(
+                state().max as i64,
+                &[KeyValue::new("db.client.connection.pool.name", POOL_NAME)],
+            );
+        })
+        .build();
 }

@@ -2,9 +2,14 @@
 //! in one test process never share a counter, and `/metrics` shows exactly one app's numbers.
 
 use opentelemetry::metrics::{Meter, MeterProvider};
-use opentelemetry_sdk::{metrics::SdkMeterProvider, Resource};
+use opentelemetry_otlp::{MetricExporter, WithExportConfig};
+use opentelemetry_sdk::{
+    metrics::{PeriodicReader, SdkMeterProvider},
+    Resource,
+};
 
 use super::exposition::MetricsEndpoint;
+use crate::config::{OtelConfig, OtlpProtocol, Signal};
 
 pub struct Metrics {
     provider: SdkMeterProvider,
@@ -17,18 +22,46 @@ pub struct Metrics {
 pub struct MetricsError(String);
 
 impl Metrics {
-    pub fn new(resource: Resource) -> Result<Self, MetricsError> {
+    /// A provider with the readers `OTEL_METRICS_EXPORTER` asks for. With `OTEL_SDK_DISABLED`
+    /// it has none, so instruments cost nothing and `/metrics` is empty.
+    pub fn new(resource: Resource, otel: &OtelConfig) -> Result<Self, MetricsError> {
         let registry = prometheus::Registry::new();
-        let prometheus_reader = opentelemetry_prometheus::exporter()
-            .with_registry(registry.clone())
-            // Scope labels would repeat the same two values on every series.
-            .scope_info_enabled(false)
-            .build()
-            .map_err(|e| MetricsError(e.to_string()))?;
-        let provider = SdkMeterProvider::builder()
-            .with_resource(resource)
-            .with_reader(prometheus_reader)
-            .build();
+        let mut builder = SdkMeterProvider::builder().with_resource(resource);
+        let exporters = otel.metrics_exporter;
+        if !otel.sdk_disabled && exporters.prometheus {
+            let reader = opentelemetry_prometheus::exporter()
+                .with_registry(registry.clone())
+                // Scope labels would repeat the same two values on every series.
+                .scope_info_enabled(false)
+                .build()
+                .map_err(|e| MetricsError(e.to_string()))?;
+            builder = builder.with_reader(reader);
+        }
+        if !otel.sdk_disabled && exporters.otlp {
+            let endpoint = otel.endpoint(Signal::Metrics).ok_or_else(|| {
+                MetricsError(
+                    "OTEL_METRICS_EXPORTER=otlp needs OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"
+                        .into(),
+                )
+            })?;
+            let exporter = match otel.otlp_protocol {
+                OtlpProtocol::Grpc => MetricExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(endpoint)
+                    .build(),
+                OtlpProtocol::HttpProtobuf => MetricExporter::builder()
+                    .with_http()
+                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                    .with_endpoint(endpoint)
+                    .build(),
+            }
+            .map_err(|e| MetricsError(format!("OTLP metric exporter: {e}")))?;
+            let reader = PeriodicReader::builder(exporter)
+                .with_interval(otel.metric_export_interval)
+                .build();
+            builder = builder.with_reader(reader);
+        }
+        let provider = builder.build();
         let meter = provider.meter("items-api");
         Ok(Self {
             provider,

@@ -10,7 +10,9 @@
 pub mod business;
 pub mod db;
 pub mod exposition;
+pub mod http;
 pub mod metrics;
+pub mod process;
 pub mod resource;
 
 use opentelemetry::trace::TraceContextExt;

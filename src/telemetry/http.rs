@@ -1,0 +1,281 @@
+//! The one HTTP middleware (DESIGN §2): it owns the SERVER span, the HTTP metrics and the access
+//! log, so that the span and `http.server.request.duration` describe the same interval.
+//! Labels come only from fixed sets: the method (or `_OTHER`), the OpenAPI route template (or
+//! `unmatched`), the status code. No path, id, query, header or body ever becomes a label.
+
+use std::{collections::HashMap, sync::Arc, time::Instant};
+
+use opentelemetry::{
+    metrics::{Histogram, Meter, UpDownCounter},
+    KeyValue,
+};
+use poem::{
+    http::{header, Method, StatusCode, Version},
+    Endpoint, IntoResponse, Middleware, PathPattern, Request, Response,
+};
+
+/// The `http.route` of every request that matched no route: one series, whatever was asked.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// Seconds. Below the semconv 14 bounds (5 ms … 10 s) three finer ones, because a Rust handler
+/// answers in well under 5 ms and quantiles need buckets there.
+const DURATION_BOUNDS: [f64; 17] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
+    7.5, 10.0,
+];
+
+/// Bytes: 0 up to 16 MiB, by powers of four.
+const SIZE_BOUNDS: [f64; 12] = [
+    0.0,
+    64.0,
+    256.0,
+    1024.0,
+    4096.0,
+    16384.0,
+    65536.0,
+    262_144.0,
+    1_048_576.0,
+    4_194_304.0,
+    16_777_216.0,
+    67_108_864.0,
+];
+
+/// Instruments and lookup tables shared by every request.
+struct Instruments {
+    duration: Histogram<f64>,
+    active: UpDownCounter<i64>,
+    request_size: Histogram<u64>,
+    response_size: Histogram<u64>,
+    /// poem's pattern (`/items/:param0`) → OpenAPI template (`/items/{id}`).
+    routes: HashMap<String, &'static str>,
+    /// Path prefixes that are served but neither measured nor traced.
+    excluded: Vec<String>,
+}
+
+/// The middleware. Build it once per app; cloning is cheap.
+#[derive(Clone)]
+pub struct HttpTelemetry(Arc<Instruments>);
+
+impl HttpTelemetry {
+    pub fn new(meter: &Meter, routes: Vec<(String, String)>, excluded: Vec<String>) -> Self {
+        let routes = routes
+            .into_iter()
+            // A handful of templates, leaked once at start-up, so labels borrow them for free.
+            .map(|(pattern, template)| (pattern, &*Box::leak(template.into_boxed_str())))
+            .collect();
+        Self(Arc::new(Instruments {
+            duration: meter
+                .f64_histogram("http.server.request.duration")
+                .with_unit("s")
+                .with_description("Duration of HTTP server requests")
+                .with_boundaries(DURATION_BOUNDS.to_vec())
+                .build(),
+            active: meter
+                .i64_up_down_counter("http.server.active_requests")
+                .with_unit("{request}")
+                .with_description("HTTP server requests in flight")
+                .build(),
+            request_size: meter
+                .u64_histogram("http.server.request.body.size")
+                .with_unit("By")
+                .with_description("Size of HTTP server request bodies")
+                .with_boundaries(SIZE_BOUNDS.to_vec())
+                .build(),
+            response_size: meter
+                .u64_histogram("http.server.response.body.size")
+                .with_unit("By")
+                .with_description("Size of HTTP server response bodies")
+                .with_boundaries(SIZE_BOUNDS.to_vec())
+                .build(),
+            routes,
+            excluded: excluded.into_iter().filter(|p| !p.is_empty()).collect(),
+        }))
+    }
+}
+
+impl<E: Endpoint> Middleware<E> for HttpTelemetry {
+    type Output = HttpTelemetryEndpoint<E>;
+
+    fn transform(&self, inner: E) -> Self::Output {
+        HttpTelemetryEndpoint {
+            inner,
+            telemetry: self.clone(),
+        }
+    }
+}
+
+pub struct HttpTelemetryEndpoint<E> {
+    inner: E,
+    telemetry: HttpTelemetry,
+}
+
+/// Decrements `http.server.active_requests` even when the client goes away mid-request and the
+/// future is dropped.
+struct ActiveGuard<'a> {
+    active: &'a UpDownCounter<i64>,
+    attributes: [KeyValue; 2],
+}
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.active.add(-1, &self.attributes);
+    }
+}
+
+impl<E: Endpoint> Endpoint for HttpTelemetryEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        let instruments = &*self.telemetry.0;
+        let path = req.uri().path();
+        if instruments
+            .excluded
+            .iter()
+            .any(|prefix| path.starts_with(prefix.as_str()))
+        {
+            return self.inner.call(req).await.map(IntoResponse::into_response);
+        }
+
+        let method = method_label(req.method());
+        let scheme = "http";
+        let protocol = protocol_label(req.version());
+        let request_size = content_length(req.headers());
+        let active_attributes = [
+            KeyValue::new("http.request.method", method),
+            KeyValue::new("url.scheme", scheme),
+        ];
+        instruments.active.add(1, &active_attributes);
+        let _active = ActiveGuard {
+            active: &instruments.active,
+            attributes: active_attributes,
+        };
+
+        let start = Instant::now();
+        let mut response = match self.inner.call(req).await {
+            Ok(response) => response.into_response(),
+            Err(err) => err.into_response(),
+        };
+        let elapsed = start.elapsed().as_secs_f64();
+
+        let status = response.status();
+        let route = response
+            .data::<PathPattern>()
+            .and_then(|pattern| instruments.routes.get(&*pattern.0).copied())
+            .unwrap_or(UNMATCHED_ROUTE);
+        let response_size = response_body_size(&mut response);
+
+        let base = [
+            KeyValue::new("http.request.method", method),
+            KeyValue::new("http.route", route),
+            KeyValue::new("http.response.status_code", i64::from(status.as_u16())),
+        ];
+        let [m, r, s] = base.clone();
+        let scheme_kv = KeyValue::new("url.scheme", scheme);
+        let protocol_kv = KeyValue::new("network.protocol.version", protocol);
+        if status.is_server_error() {
+            instruments.duration.record(
+                elapsed,
+                &[
+                    m,
+                    r,
+                    s,
+                    scheme_kv,
+                    protocol_kv,
+                    KeyValue::new("error.type", error_type(status)),
+                ],
+            );
+        } else {
+            instruments
+                .duration
+                .record(elapsed, &[m, r, s, scheme_kv, protocol_kv]);
+        }
+        if let Some(size) = request_size {
+            instruments.request_size.record(size, &base);
+        }
+        if let Some(size) = response_size {
+            instruments.response_size.record(size, &base);
+        }
+        Ok(response)
+    }
+}
+
+/// The methods of RFC 9110 (and PATCH) as themselves; anything else as `_OTHER`, so that a client
+/// cannot mint label values.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "_OTHER",
+    }
+}
+
+fn protocol_label(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_11 => "1.1",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "_OTHER",
+    }
+}
+
+/// semconv: for an HTTP error without a better name, `error.type` is the status code.
+fn error_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        500 => "500",
+        501 => "501",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        _ => "_OTHER",
+    }
+}
+
+fn content_length(headers: &poem::http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// The exact size of a response body when it is known up front (every JSON answer); streamed
+/// bodies have none and are not recorded.
+fn response_body_size(response: &mut Response) -> Option<u64> {
+    if let Some(length) = content_length(response.headers()) {
+        return Some(length);
+    }
+    let body: http_body_util::combinators::BoxBody<_, _> = response.take_body().into();
+    let size = http_body::Body::size_hint(&body).exact();
+    response.set_body(poem::Body::from(body));
+    size
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_methods_are_other() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(
+            method_label(&Method::from_bytes(b"BREW").unwrap()),
+            "_OTHER"
+        );
+    }
+
+    #[test]
+    fn five_hundreds_name_their_status() {
+        assert_eq!(error_type(StatusCode::SERVICE_UNAVAILABLE), "503");
+        assert_eq!(error_type(StatusCode::from_u16(599).unwrap()), "_OTHER");
+    }
+}
