@@ -170,3 +170,29 @@ fn ureq_get(addr: &str, path: &str) -> String {
     stream.read_to_string(&mut answer).unwrap();
     answer
 }
+
+#[test]
+fn standard_otel_variables_name_the_resource() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut command = items_api(dir.path());
+    command
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("OTEL_SERVICE_NAME", "checkout")
+        .env(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "deployment.environment.name=production,service.name=ignored",
+        );
+    let mut child = command.spawn().unwrap();
+    wait_for_port(port, &mut child);
+    let scrape = ureq_get(&format!("127.0.0.1:{port}"), "/metrics");
+    sigterm(&child);
+    child.wait().unwrap();
+    let info = scrape
+        .lines()
+        .find(|l| l.starts_with("target_info{"))
+        .expect("target_info");
+    assert!(info.contains(r#"service_name="checkout""#), "{info}");
+    assert!(info.contains(r#"deployment_environment_name="production""#), "{info}");
+    assert!(info.contains(r#"service_version=""#), "{info}");
+}

@@ -9,5 +9,7 @@ mod durability;
 mod errors;
 mod helpers;
 mod metrics;
+mod otlp_receiver;
 mod prom_text;
+mod prometheus_server;
 mod properties;

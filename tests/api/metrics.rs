@@ -371,3 +371,175 @@ async fn promtool_accepts_the_exposition() {
         );
     }
 }
+
+/// A real Prometheus scrapes the app every second; after the load and one more scrape it holds
+/// exactly what was sent. Raw counter values, since `increase()` extrapolates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_records_exactly_what_was_sent() {
+    use crate::prometheus_server::{by_labels, Prometheus, Target};
+    let app = spawn_app(Backend::Sqlite).await;
+    let prometheus = Prometheus::start(
+        &[Target {
+            job: "items-api".into(),
+            address: format!("127.0.0.1:{}", app.port),
+        }],
+        &[],
+    )
+    .await;
+    send_the_mix(&app).await;
+    prometheus.wait_for_fresh_scrape().await;
+
+    let result = prometheus
+        .query("sum by (http_route, http_response_status_code) (http_server_request_duration_seconds_count)")
+        .await;
+    let got = by_labels(&result, &["http_route", "http_response_status_code"]);
+    let key = |r: &str, s: &str| vec![r.to_owned(), s.to_owned()];
+    let expected = std::collections::BTreeMap::from([
+        (key("/items", "201"), 7.0),
+        (key("/items/{id}", "200"), 13.0), // 11 GET + 2 PATCH
+        (key("/items/{id}", "404"), 3.0),
+        (key("/items/{id}", "204"), 1.0),
+        (key("/items", "422"), 5.0),
+        (key("unmatched", "404"), 4.0),
+    ]);
+    assert_eq!(got, expected);
+    let created = prometheus.query("items_created_total").await;
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0]["value"][1], "7");
+    assert_eq!(created[0]["metric"]["job"], "items-api");
+}
+
+mod otlp_push {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::time::Duration;
+
+    use opentelemetry_proto::tonic::{
+        collector::metrics::v1::ExportMetricsServiceRequest, common::v1::any_value::Value as Any,
+        metrics::v1::metric::Data,
+    };
+
+    use super::send_the_mix;
+    use crate::helpers::{spawn_app_with, Backend};
+    use crate::otlp_receiver::{OtlpReceiver, Received};
+    use items_api::config::{MetricsExporters, OtlpProtocol};
+
+    /// Histogram point counts of `http.server.request.duration` in one export, summed by
+    /// (route, status) like the Prometheus query.
+    fn durations(export: &ExportMetricsServiceRequest) -> BTreeMap<(String, i64), u64> {
+        let mut counts = BTreeMap::new();
+        for metric in export
+            .resource_metrics
+            .iter()
+            .flat_map(|r| &r.scope_metrics)
+            .flat_map(|s| &s.metrics)
+            .filter(|m| m.name == "http.server.request.duration")
+        {
+            let Some(Data::Histogram(histogram)) = &metric.data else {
+                panic!("not a histogram")
+            };
+            for point in &histogram.data_points {
+                let attr = |key: &str| {
+                    point
+                        .attributes
+                        .iter()
+                        .find(|a| a.key == key)
+                        .and_then(|a| a.value.clone()?.value)
+                };
+                let (Some(Any::StringValue(route)), Some(Any::IntValue(status))) =
+                    (attr("http.route"), attr("http.response.status_code"))
+                else {
+                    panic!("route and status attributes")
+                };
+                *counts.entry((route, status)).or_default() += point.count;
+            }
+        }
+        counts
+    }
+
+    fn newest_with_http(received: &Received) -> Option<ExportMetricsServiceRequest> {
+        received
+            .metrics
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|e| !durations(e).is_empty())
+            .cloned()
+    }
+
+    async fn pushes_the_same_metrics(protocol: OtlpProtocol) {
+        let receiver = OtlpReceiver::start().await;
+        let endpoint = match protocol {
+            OtlpProtocol::Grpc => receiver.grpc_endpoint.clone(),
+            OtlpProtocol::HttpProtobuf => receiver.http_endpoint.clone(),
+        };
+        let app = spawn_app_with(Backend::Sqlite, |c| {
+            c.otel.metrics_exporter = MetricsExporters {
+                prometheus: true,
+                otlp: true,
+            };
+            c.otel.otlp_endpoint = Some(endpoint);
+            c.otel.otlp_protocol = protocol;
+            c.otel.metric_export_interval = Duration::from_millis(200);
+        })
+        .await;
+        send_the_mix(&app).await;
+        receiver
+            .wait_for(Duration::from_secs(20), "the whole mix", |r| {
+                newest_with_http(r).is_some_and(|e| durations(&e).values().sum::<u64>() == 33)
+            })
+            .await;
+        let export = newest_with_http(&receiver.received).unwrap();
+        let expected = BTreeMap::from([
+            (("/items".to_owned(), 201), 7),
+            (("/items/{id}".to_owned(), 200), 13),
+            (("/items/{id}".to_owned(), 404), 3),
+            (("/items/{id}".to_owned(), 204), 1),
+            (("/items".to_owned(), 422), 5),
+            (("unmatched".to_owned(), 404), 4),
+        ]);
+        assert_eq!(durations(&export), expected);
+
+        // The same instruments, by their OTel names, as /metrics shows by Prometheus names.
+        let names: BTreeSet<String> = export
+            .resource_metrics
+            .iter()
+            .flat_map(|r| &r.scope_metrics)
+            .flat_map(|s| &s.metrics)
+            .map(|m| m.name.clone())
+            .collect();
+        for name in [
+            "http.server.request.duration",
+            "http.server.active_requests",
+            "http.server.request.body.size",
+            "http.server.response.body.size",
+            "db.client.operation.duration",
+            "db.client.connection.count",
+            "db.client.connection.max",
+            "items.created",
+            "items.stored",
+            "process.cpu.time",
+            "process.memory.usage",
+            "tokio.runtime.workers",
+        ] {
+            assert!(names.contains(name), "{name} missing from OTLP: {names:?}");
+        }
+        let resource = export.resource_metrics[0].resource.clone().unwrap();
+        let service = resource
+            .attributes
+            .iter()
+            .find(|a| a.key == "service.name")
+            .and_then(|a| a.value.clone()?.value);
+        assert_eq!(service, Some(Any::StringValue("items-api".into())));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn otlp_http_protobuf_push_carries_the_same_names_and_counts() {
+        pushes_the_same_metrics(OtlpProtocol::HttpProtobuf).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn otlp_grpc_push_carries_the_same_names_and_counts() {
+        pushes_the_same_metrics(OtlpProtocol::Grpc).await;
+    }
+}
