@@ -146,6 +146,7 @@ pub enum OtlpProtocol {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
 pub enum SamplerKind {
     AlwaysOn,
     AlwaysOff,

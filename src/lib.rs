@@ -3,7 +3,6 @@
 
 pub mod api;
 pub mod config;
-pub mod logging;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -3,7 +3,10 @@
 use std::process::ExitCode;
 
 use clap::{error::ErrorKind, Parser};
-use items_api::{logging, Application, Config};
+use items_api::{
+    telemetry::{init, resource},
+    Application, Config,
+};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -29,7 +32,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    logging::init(&config);
+    let telemetry = match init::init(&config, resource::build()) {
+        Ok(guard) => guard,
+        Err(err) => {
+            eprintln!("items-api: {err}");
+            return ExitCode::from(1);
+        }
+    };
 
     let app = match Application::build(config.clone()).await {
         Ok(app) => app,
@@ -44,7 +53,11 @@ async fn main() -> ExitCode {
         "items-api listening on {}",
         config.listen_addr
     );
-    match app.run_until_stopped(shutdown_signal()).await {
+    let result = app.run_until_stopped(shutdown_signal()).await;
+    // Flushing blocks until the last batches are exported (or time out); keep it off the
+    // runtime's workers, which the gRPC exporter needs to make progress.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    match result {
         Ok(()) => {
             tracing::info!("items-api stopped");
             ExitCode::SUCCESS

@@ -197,6 +197,13 @@ fn app(
         delay: config.fault_delay.unwrap_or_default(),
     };
     let faults_on = faults.error_ratio > 0.0 || !faults.delay.is_zero();
+    if faults_on {
+        tracing::warn!(
+            error_ratio = faults.error_ratio,
+            delay_ms = faults.delay.as_millis() as u64,
+            "fault injection is ON for /items: requests will fail or slow down on purpose"
+        );
+    }
     api::with_problem_errors(
         routes
             .with_if(faults_on, AddData::new(faults))

@@ -5,9 +5,10 @@
 
 use std::{future::Future, time::Instant};
 
-use opentelemetry::{metrics::Histogram, metrics::Meter, KeyValue};
+use opentelemetry::{metrics::Histogram, metrics::Meter, trace::TraceContextExt, KeyValue};
 use sea_orm::{DbErr, Statement};
 use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::config::{Backend, DatabaseUrl};
 
@@ -101,7 +102,8 @@ impl DbTelemetry {
         Fut: Future<Output = Result<T, DbErr>>,
     {
         let (server_address, server_port) = match &self.server {
-            Some((host, port)) => (Some(host.as_str()), Some(*port)),
+            // i64: tracing-opentelemetry keeps i64 as an int attribute (unsigned becomes a string).
+            Some((host, port)) => (Some(host.as_str()), Some(i64::from(*port))),
             None => (None, None),
         };
         let span = tracing::info_span!(
@@ -138,6 +140,9 @@ impl DbTelemetry {
                     .record(elapsed, &[a, b, c, KeyValue::new("error.type", error_type)]);
             }
         }
+        // sqlx hands the current span to its connection worker, which may drop it later; end the
+        // OTel span now so it covers exactly the interval the histogram recorded.
+        span.context().span().end();
         result
     }
 }

@@ -6,13 +6,18 @@
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use opentelemetry::{
+    global,
     metrics::{Histogram, Meter, UpDownCounter},
+    trace::TraceContextExt,
     KeyValue,
 };
+use opentelemetry_http::HeaderExtractor;
 use poem::{
-    http::{header, Method, StatusCode, Version},
+    http::{header, HeaderValue, Method, StatusCode, Version},
     Endpoint, IntoResponse, Middleware, PathPattern, Request, Response,
 };
+use tracing::{field::Empty, Instrument, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The `http.route` of every request that matched no route: one series, whatever was asked.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -150,8 +155,9 @@ impl<E: Endpoint> Endpoint for HttpTelemetryEndpoint<E> {
             attributes: active_attributes,
         };
 
+        let span = server_span(&req, method);
         let start = Instant::now();
-        let mut response = match self.inner.call(req).await {
+        let mut response = match self.inner.call(req).instrument(span.clone()).await {
             Ok(response) => response.into_response(),
             Err(err) => err.into_response(),
         };
@@ -163,6 +169,32 @@ impl<E: Endpoint> Endpoint for HttpTelemetryEndpoint<E> {
             .and_then(|pattern| instruments.routes.get(&*pattern.0).copied())
             .unwrap_or(UNMATCHED_ROUTE);
         let response_size = response_body_size(&mut response);
+        finish_span(&span, method, route, status);
+        let ids = trace_ids(&span);
+        if let Some((trace_id, span_id, flags)) = &ids {
+            if let Ok(value) =
+                HeaderValue::from_str(&format!("00-{trace_id}-{span_id}-{flags:02x}"))
+            {
+                response.headers_mut().insert("traceresponse", value);
+            }
+        }
+        let (trace_id, span_id) = ids.map(|(t, s, _)| (t, s)).unzip();
+        span.in_scope(|| {
+            tracing::info!(
+                target: "items_api::access",
+                method,
+                route,
+                status = status.as_u16(),
+                duration_ms = elapsed * 1000.0,
+                trace_id,
+                span_id,
+                "{method} {route} {}",
+                status.as_u16()
+            );
+        });
+        // Ended here, not when the last clone of `span` drops, so the span covers the same
+        // interval as the histogram.
+        span.context().span().end();
 
         let base = [
             KeyValue::new("http.request.method", method),
@@ -197,6 +229,84 @@ impl<E: Endpoint> Endpoint for HttpTelemetryEndpoint<E> {
         }
         Ok(response)
     }
+}
+
+/// The SERVER span of one request, a child of the caller's span when a valid W3C
+/// `traceparent` came in (an invalid one is ignored and a new trace starts). Its name and route
+/// are filled in once the router has matched.
+fn server_span(req: &Request, method: &'static str) -> Span {
+    let headers = req.headers();
+    let header = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let local = req.local_addr().as_socket_addr().copied();
+    let (server_address, server_port) = match header(header::HOST) {
+        Some(host) => match host.rsplit_once(':') {
+            Some((name, port)) => (Some(name.to_owned()), port.parse::<u16>().ok()),
+            None => (Some(host.to_owned()), local.map(|a| a.port())),
+        },
+        None => (local.map(|a| a.ip().to_string()), local.map(|a| a.port())),
+    };
+    let span = tracing::info_span!(
+        target: "items_api::http",
+        "HTTP request",
+        otel.name = method,
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = method,
+        http.request.method_original = Empty,
+        http.route = Empty,
+        url.path = req.uri().path(),
+        url.scheme = "http",
+        network.protocol.version = protocol_label(req.version()),
+        server.address = server_address,
+        server.port = server_port.map(i64::from),
+        client.address = req.remote_addr().as_socket_addr().map(|a| a.ip().to_string()),
+        user_agent.original = header(header::USER_AGENT),
+        http.response.status_code = Empty,
+        error.type = Empty,
+    );
+    if method == "_OTHER" {
+        span.record("http.request.method_original", req.method().as_str());
+    }
+    let parent = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
+    if parent.span().span_context().is_valid() {
+        let _ = span.set_parent(parent);
+    }
+    span
+}
+
+/// semconv: the name is `{method} {route}`, or just the method when nothing matched; status is
+/// Error for 5xx only (a 4xx is the client's error, not the server's).
+fn finish_span(span: &Span, method: &'static str, route: &'static str, status: StatusCode) {
+    if route != UNMATCHED_ROUTE {
+        // The OTel span was started when the request entered it (its context had to be
+        // active for the DB spans), and tracing-opentelemetry only applies `otel.name` before
+        // that, so the name is updated on the OTel span itself.
+        span.context()
+            .span()
+            .update_name(format!("{method} {route}"));
+        span.record("http.route", route);
+    }
+    // i64: tracing-opentelemetry keeps i64 as an int attribute (unsigned becomes a string).
+    span.record("http.response.status_code", i64::from(status.as_u16()));
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+        span.record("error.type", error_type(status));
+    }
+}
+
+/// The trace id, span id and flags of a span, for the `traceresponse` header
+/// (`00-<trace id>-<span id>-<flags>`, W3C Trace Context Level 2) and the access log.
+fn trace_ids(span: &Span) -> Option<(String, String, u8)> {
+    let context = span.context();
+    let otel_span = context.span();
+    let span_context = otel_span.span_context();
+    span_context.is_valid().then(|| {
+        (
+            span_context.trace_id().to_string(),
+            span_context.span_id().to_string(),
+            span_context.trace_flags().to_u8(),
+        )
+    })
 }
 
 /// The methods of RFC 9110 (and PATCH) as themselves; anything else as `_OTHER`, so that a client

@@ -5,12 +5,15 @@
 //! - `business`: the typed item counters handlers bump;
 //! - `process`: process and Tokio runtime gauges;
 //! - `exposition`: `GET /metrics`;
-//! - `resource`: who is reporting (`service.name`, `service.instance.id`, …).
+//! - `resource`: who is reporting (`service.name`, `service.instance.id`, …);
+//! - `init`: the process-wide subscriber, tracer and logger providers (installed by `main`).
 
 pub mod business;
 pub mod db;
 pub mod exposition;
 pub mod http;
+pub mod init;
+mod log_format;
 pub mod metrics;
 pub mod process;
 pub mod resource;

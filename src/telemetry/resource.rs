@@ -7,14 +7,20 @@ use opentelemetry_sdk::Resource;
 
 pub const DEFAULT_SERVICE_NAME: &str = "items-api";
 
+/// Unique per process, so replicas behind one DNS name stay apart, and the same for every
+/// signal of this process, so its metrics, traces and logs name one instance.
+fn instance_id() -> String {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| uuid::Uuid::new_v4().to_string()).clone()
+}
+
 pub fn build() -> Resource {
     let mut builder = Resource::builder_empty()
         .with_detector(Box::new(TelemetryResourceDetector))
         .with_attributes([
             KeyValue::new("service.name", DEFAULT_SERVICE_NAME),
             KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
-            // Unique per process, so replicas behind one DNS name stay apart.
-            KeyValue::new("service.instance.id", uuid::Uuid::new_v4().to_string()),
+            KeyValue::new("service.instance.id", instance_id()),
             KeyValue::new("deployment.environment.name", "development"),
         ])
         .with_detector(Box::new(EnvResourceDetector::new()));

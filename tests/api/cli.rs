@@ -11,7 +11,7 @@ use std::{
 const BIN: &str = env!("CARGO_BIN_EXE_items-api");
 
 /// The binary with an empty environment (only PATH), in `dir`.
-fn items_api(dir: &Path) -> Command {
+pub fn items_api(dir: &Path) -> Command {
     let mut command = Command::new(BIN);
     command
         .current_dir(dir)
@@ -29,7 +29,7 @@ fn run_to_exit(mut command: Command) -> (i32, String) {
     (output.status.code().unwrap_or(-1), stderr)
 }
 
-fn wait_for_port(port: u16, child: &mut Child) {
+pub fn wait_for_port(port: u16, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         if let Ok(Some(status)) = child.try_wait() {
@@ -47,7 +47,7 @@ fn wait_for_port(port: u16, child: &mut Child) {
     }
 }
 
-fn sigterm(child: &Child) {
+pub fn sigterm(child: &Child) {
     // SAFETY: kill(2) with a pid we own.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
 }
@@ -146,7 +146,7 @@ fn sigterm_lets_an_in_flight_request_finish() {
     assert!(child.wait().unwrap().success());
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -155,7 +155,7 @@ fn free_port() -> u16 {
 }
 
 /// A bare HTTP/1.1 GET, so this test needs no async runtime.
-fn ureq_get(addr: &str, path: &str) -> String {
+pub fn ureq_get(addr: &str, path: &str) -> String {
     use std::io::Write;
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
@@ -193,6 +193,9 @@ fn standard_otel_variables_name_the_resource() {
         .find(|l| l.starts_with("target_info{"))
         .expect("target_info");
     assert!(info.contains(r#"service_name="checkout""#), "{info}");
-    assert!(info.contains(r#"deployment_environment_name="production""#), "{info}");
+    assert!(
+        info.contains(r#"deployment_environment_name="production""#),
+        "{info}"
+    );
     assert!(info.contains(r#"service_version=""#), "{info}");
 }

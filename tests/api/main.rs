@@ -13,3 +13,4 @@ mod otlp_receiver;
 mod prom_text;
 mod prometheus_server;
 mod properties;
+mod traces;
