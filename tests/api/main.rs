@@ -3,6 +3,7 @@
 //! when a server is reachable and skips them, saying so, when not.
 
 mod cli;
+mod contract;
 mod crud;
 mod dashboards;
 mod durability;
