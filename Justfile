@@ -2,6 +2,9 @@
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
+# The Docker stack: up, up-collector, down, logs, ps, open, check-compose (see deploy/README.md).
+import 'stack.just'
+
 # PostgreSQL server for the `postgres` test variants (an admin URL; each test makes its own database).
 export ITEMS_API_TEST_POSTGRES_URL := env_var_or_default("ITEMS_API_TEST_POSTGRES_URL", "")
 
@@ -13,8 +16,8 @@ default:
 run *args:
     cargo run --release -- {{args}}
 
-# Everything CI checks: format, lint, unit and integration tests, Prometheus and Alertmanager configs.
-test: fmt-check lint test-rust check-prometheus
+# Everything CI checks: format, lint, unit and integration tests, Prometheus/Alertmanager configs, the container stack files.
+test: fmt-check lint test-rust check-prometheus check-compose
 
 # Check formatting without changing files.
 fmt-check:

@@ -20,7 +20,7 @@ use crate::{
         exposition::MetricsEndpoint,
         http::HttpTelemetry,
         metrics::Metrics,
-        process, resource,
+        process, resource, span_pipeline,
     },
 };
 
@@ -62,6 +62,7 @@ impl Application {
         register_pool_metrics(meter, move || pool.pool_state());
         process::register_process_metrics(meter);
         process::register_runtime_metrics(meter, &tokio::runtime::Handle::current());
+        span_pipeline::register_span_pipeline_metrics(meter);
         let http = HttpTelemetry::new(
             meter,
             api::route_templates(),

@@ -4,8 +4,8 @@
 //! only API the code uses; these layers turn it into OTel spans and log records.
 //!
 //! Failure isolation: both providers use the SDK's batch processors, which run exports on their
-//! own threads with bounded queues (2048 spans, 2048 log records; the rest are dropped and
-//! counted), so a slow or dead backend never blocks a request.
+//! own threads with bounded queues (2048 spans, 2048 log records; the rest are dropped, and
+//! dropped spans are counted on `/metrics`), so a slow or dead backend never blocks a request.
 
 use std::time::Duration;
 
@@ -22,13 +22,16 @@ use tracing_subscriber::{
     filter::filter_fn, fmt, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer,
 };
 
-use super::log_format::JsonWithTraceIds;
+use super::{log_format::JsonWithTraceIds, span_pipeline::BoundedSpanProcessor};
 use crate::config::{
     Config, LogFormat, OtelConfig, OtlpProtocol, SamplerKind, Signal, SignalExporter,
 };
 
 /// How long an export may take before it is abandoned.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Spans that may wait for export; past it they are dropped and counted.
+const SPAN_QUEUE: usize = 2048;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot set up {signal} export: {message}")]
@@ -141,7 +144,7 @@ fn tracer_provider(otel: &OtelConfig, resource: Resource) -> Result<SdkTracerPro
                 signal: "trace",
                 message: e.to_string(),
             })?;
-            builder = builder.with_batch_exporter(exporter);
+            builder = builder.with_span_processor(BoundedSpanProcessor::new(exporter, SPAN_QUEUE));
         }
         (SignalExporter::Console, _) => {
             builder = builder.with_simple_exporter(opentelemetry_stdout::SpanExporter::default());

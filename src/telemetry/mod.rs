@@ -17,6 +17,7 @@ mod log_format;
 pub mod metrics;
 pub mod process;
 pub mod resource;
+pub mod span_pipeline;
 
 use opentelemetry::trace::TraceContextExt;
 use tracing_opentelemetry::OpenTelemetrySpanExt;

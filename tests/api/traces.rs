@@ -555,6 +555,32 @@ async fn a_dead_or_slow_backend_never_hurts_a_request() {
         assert_eq!(dead.get("/items?limit=1").await.status(), 200);
     }
     let rss_after = dead.rss_kib();
+    // Every span was either taken for export or dropped and counted: 5,200 requests of three
+    // spans each (the request, two SELECTs), and the start-up count.
+    let scrape = dead.get("/metrics").await.text().await.unwrap();
+    let processed = |error: Option<&str>| -> u64 {
+        let samples = crate::prom_text::parse(&scrape);
+        let with: Vec<(&str, &str)> = error.map(|e| ("error_type", e)).into_iter().collect();
+        crate::prom_text::select(&samples, "otel_sdk_processor_span_processed_total", &with)
+            .iter()
+            .filter(|s| error.is_some() || s.label("error_type").is_none())
+            .map(|s| s.value as u64)
+            .sum()
+    };
+    let (accepted, dropped) = (processed(None), processed(Some("queue_full")));
+    assert_eq!(
+        accepted + dropped,
+        3 * 5200 + 1,
+        "accepted {accepted} + dropped {dropped}"
+    );
+    assert!(
+        dropped > 0,
+        "a backend that never answers must overflow the queue"
+    );
+    assert!(
+        accepted <= 2048 + 3 * 200 + 1,
+        "the queue is bounded: {accepted} accepted"
+    );
     let lines = {
         let stop_started = Instant::now();
         let lines = dead.stop();
@@ -573,7 +599,8 @@ async fn a_dead_or_slow_backend_never_hurts_a_request() {
 
     eprintln!(
         "p99 of 200 GETs: healthy {healthy_p99:?}, blackholed {dead_p99:?}, 10 s slow {slow_p99:?}; \
-         RSS over 5,000 requests into the blackhole: {rss_before} KiB -> {rss_after} KiB"
+         RSS over 5,000 requests into the blackhole: {rss_before} KiB -> {rss_after} KiB; \
+         spans accepted {accepted}, dropped {dropped}"
     );
     assert!(
         rss_after < rss_before + 64 * 1024,
