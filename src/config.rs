@@ -25,6 +25,10 @@ pub struct Config {
     #[arg(long, env = "METRICS_LISTEN_ADDR")]
     pub metrics_listen_addr: Option<SocketAddr>,
 
+    /// When set, `/metrics` answers 401 unless the request carries `Authorization: Bearer <token>`.
+    #[arg(long, env = "METRICS_BEARER_TOKEN", hide_env_values = true)]
+    pub metrics_bearer_token: Option<String>,
+
     /// Log format on stdout.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -36,6 +40,10 @@ pub struct Config {
     /// Largest request body accepted; larger ones get 413.
     #[arg(long, env = "BODY_LIMIT", default_value = "1MiB", value_parser = parse_byte_size)]
     pub body_limit: usize,
+
+    /// How long a client may take to send a request body before it gets 408 (slow-body attacks).
+    #[arg(long, env = "BODY_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub body_read_timeout: Duration,
 
     /// How long a request waits for a database connection before it gets 503.
     #[arg(long, env = "DB_ACQUIRE_TIMEOUT", default_value = "2s", value_parser = parse_duration)]

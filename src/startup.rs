@@ -70,7 +70,9 @@ impl Application {
         );
         let stored_refresh = spawn_stored_refresh(store.clone(), business.clone());
 
-        let metrics_endpoint = telemetry.endpoint();
+        let metrics_endpoint = telemetry
+            .endpoint()
+            .with_bearer_token(config.metrics_bearer_token.as_deref());
         let mut routes = api::routes(AppState {
             store: store.clone(),
             business,
@@ -208,7 +210,10 @@ fn app(
     api::with_problem_errors(
         routes
             .with_if(faults_on, AddData::new(faults))
-            .with(AddData::new(BodyLimit(config.body_limit))),
+            .with(AddData::new(BodyLimit {
+                max_bytes: config.body_limit,
+                read_timeout: config.body_read_timeout,
+            })),
     )
     .with(http)
     .boxed()

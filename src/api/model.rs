@@ -293,6 +293,68 @@ mod tests {
         assert_eq!(fields(err), ["name", "quantity"]);
     }
 
+    /// The request parsing and validation layer never panics, whatever JSON arrives, and what it
+    /// accepts is within the rules. 10,000 cases by default; `PROPTEST_CASES=1000000 cargo test
+    /// --lib validation_never_panics` runs the long version.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn any_json() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::Bool),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<u64>().prop_map(serde_json::Value::from),
+                any::<f64>().prop_map(serde_json::Value::from),
+                any::<String>().prop_map(serde_json::Value::String),
+            ];
+            let keys = prop_oneof![
+                Just("name".to_owned()),
+                Just("description".to_owned()),
+                Just("price".to_owned()),
+                Just("quantity".to_owned()),
+                Just("id".to_owned()),
+                any::<String>(),
+            ];
+            leaf.prop_recursive(3, 32, 6, move |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::Array),
+                    prop::collection::btree_map(keys.clone(), inner, 0..6)
+                        .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn cases() -> u32 {
+            std::env::var("PROPTEST_CASES")
+                .ok()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(10_000)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn validation_never_panics(value in any_json(), limit in any::<Option<i64>>(), offset in any::<Option<i64>>()) {
+                if let Ok(item) = NewItem::from_json(value.clone()) {
+                    let chars = item.name.chars().count();
+                    prop_assert!((1..=NAME_MAX).contains(&chars));
+                    prop_assert!(item.price.is_finite() && item.price >= 0.0);
+                    prop_assert!(item.quantity >= 0);
+                    prop_assert!(item.description.as_ref().is_none_or(|d| d.chars().count() <= DESCRIPTION_MAX));
+                }
+                if let Err(errors) = ItemChanges::from_json(value) {
+                    prop_assert!(!errors.is_empty());
+                }
+                if let Ok((l, o)) = paging(limit, offset) {
+                    prop_assert!((1..=LIMIT_MAX).contains(&l) && o >= 0);
+                }
+            }
+        }
+    }
+
     #[test]
     fn paging_is_bounded() {
         assert_eq!(paging(None, None), Ok((20, 0)));

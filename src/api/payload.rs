@@ -13,9 +13,23 @@ use serde_json::Value;
 
 use super::{errors::ApiError, problem::FieldError};
 
-/// The body size limit, put in the request data by the app so payloads can read it.
+/// Limits on reading a body, put in the request data by the app so payloads can read them.
 #[derive(Debug, Clone, Copy)]
-pub struct BodyLimit(pub usize);
+pub struct BodyLimit {
+    pub max_bytes: usize,
+    /// The whole body must arrive within this, so a client trickling bytes cannot hold a
+    /// connection and a task forever.
+    pub read_timeout: std::time::Duration,
+}
+
+impl Default for BodyLimit {
+    fn default() -> Self {
+        Self {
+            max_bytes: 1024 * 1024,
+            read_timeout: std::time::Duration::from_secs(10),
+        }
+    }
+}
 
 /// A request body type that validates itself from a parsed JSON value.
 pub trait FromJsonBody: Sized + Send {
@@ -49,10 +63,13 @@ impl<T: FromJsonBody> ParsePayload for JsonBody<T> {
     const IS_REQUIRED: bool = true;
 
     async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
-        let limit = request
-            .data::<BodyLimit>()
-            .map_or(1024 * 1024, |limit| limit.0);
-        let bytes = read_limited(body.take()?, limit).await?;
+        let limit = request.data::<BodyLimit>().copied().unwrap_or_default();
+        let bytes = tokio::time::timeout(
+            limit.read_timeout,
+            read_limited(body.take()?, limit.max_bytes),
+        )
+        .await
+        .map_err(|_| ApiError::BodyTimeout)??;
         if bytes.is_empty() {
             return Err(ApiError::BadRequest("the request body is empty".into()).into());
         }

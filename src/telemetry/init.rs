@@ -22,7 +22,10 @@ use tracing_subscriber::{
     filter::filter_fn, fmt, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer,
 };
 
-use super::{log_format::JsonWithTraceIds, span_pipeline::BoundedSpanProcessor};
+use super::{
+    log_format::{JsonWithTraceIds, LineSafeStdout},
+    span_pipeline::BoundedSpanProcessor,
+};
 use crate::config::{
     Config, LogFormat, OtelConfig, OtlpProtocol, SamplerKind, Signal, SignalExporter,
 };
@@ -85,7 +88,11 @@ pub fn init(config: &Config, resource: Resource) -> Result<TelemetryGuard, InitE
     // The filter was checked when the config was parsed.
     let filter = EnvFilter::try_new(&config.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let stdout = match config.log_format {
-        LogFormat::Text => fmt::layer().with_target(true).boxed(),
+        LogFormat::Text => fmt::layer()
+            .with_target(true)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .with_writer(LineSafeStdout)
+            .boxed(),
         LogFormat::Json => fmt::layer().event_format(JsonWithTraceIds).boxed(),
     };
     let spans = tracer_provider.as_ref().map(|provider| {

@@ -81,3 +81,60 @@ impl Visit for JsonVisitor<'_> {
             .insert(field.name().into(), format!("{value:?}").into());
     }
 }
+
+/// Stdout for the text format: one event is one line. Control characters inside an event
+/// (a newline or carriage return in an error message a client provoked) are written escaped,
+/// so no client can forge a second log line. The formatter writes each event in one call.
+pub struct LineSafeStdout;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LineSafeStdout {
+    type Writer = LineSafeWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        LineSafeWriter(std::io::stdout())
+    }
+}
+
+pub struct LineSafeWriter(std::io::Stdout);
+
+/// One formatted event as exactly one line.
+fn escape_line(event: &str) -> String {
+    let body = event.strip_suffix('\n').unwrap_or(event);
+    let mut line = String::with_capacity(event.len() + 1);
+    for ch in body.chars() {
+        match ch {
+            '\n' => line.push_str("\\n"),
+            '\r' => line.push_str("\\r"),
+            // Tab is harmless; ESC starts the formatter's own colour codes (tracing-subscriber
+            // already escapes ESC inside field values).
+            '\t' | '\x1b' => line.push(ch),
+            c if c.is_control() => line.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => line.push(c),
+        }
+    }
+    line.push('\n');
+    line
+}
+
+impl std::io::Write for LineSafeWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .write_all(escape_line(&String::from_utf8_lossy(buf)).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_event_stays_one_line() {
+        let event = "INFO detail=\"a\nERROR forged\r\" \u{7}bell\tok\n";
+        let line = super::escape_line(event);
+        assert_eq!(line, "INFO detail=\"a\\nERROR forged\\r\" \\u{7}bell\tok\n");
+        assert_eq!(line.lines().count(), 1);
+    }
+}

@@ -14,4 +14,6 @@ mod otlp_receiver;
 mod prom_text;
 mod prometheus_server;
 mod properties;
+mod reliability;
+mod tcp_proxy;
 mod traces;
