@@ -17,7 +17,7 @@ run *args:
     cargo run --release -- {{args}}
 
 # Everything CI checks: format, lint, unit and integration tests, Prometheus/Alertmanager configs, the container stack files.
-test: fmt-check lint test-rust check-prometheus check-compose
+test: fmt-check lint test-rust check-prometheus check-compose check-stack
 
 # Check formatting without changing files.
 fmt-check:
@@ -46,3 +46,9 @@ test-rust:
 # promtool/amtool: Prometheus config, rules and their unit tests, Alertmanager config.
 check-prometheus:
     bash prometheus/check.sh
+
+# Live check: the real service with faults, a real Prometheus with the rules and a real Alertmanager;
+# every dashboard and compat query must return data and the error-ratio alert must go pending.
+check-stack duration="75":
+    cargo build --quiet
+    python3 scripts/check_stack.py --binary "${CARGO_TARGET_DIR:-target}/debug/items-api" --duration {{duration}}
