@@ -51,10 +51,30 @@ struct Instruments {
     active: UpDownCounter<i64>,
     request_size: Histogram<u64>,
     response_size: Histogram<u64>,
-    /// poem's pattern (`/items/:param0`) → OpenAPI template (`/items/{id}`).
-    routes: HashMap<String, &'static str>,
+    /// poem's pattern (`/items/:param0`) → OpenAPI template (`/items/{id}`) and span names.
+    routes: HashMap<String, KnownRoute>,
     /// Path prefixes that are served but neither measured nor traced.
     excluded: Vec<String>,
+}
+
+/// A route of the API, with every string a request on it needs made once at start-up (a handful,
+/// leaked so that labels and span names borrow them for free).
+#[derive(Clone, Copy)]
+struct KnownRoute {
+    template: &'static str,
+    /// `{METHOD} {template}`, by the index of the method in `METHODS`.
+    span_names: [&'static str; METHODS.len()],
+}
+
+impl KnownRoute {
+    fn new(template: String) -> Self {
+        let template: &'static str = Box::leak(template.into_boxed_str());
+        Self {
+            template,
+            span_names: METHODS
+                .map(|method| &*Box::leak(format!("{method} {template}").into_boxed_str())),
+        }
+    }
 }
 
 /// The middleware. Build it once per app; cloning is cheap.
@@ -65,8 +85,7 @@ impl HttpTelemetry {
     pub fn new(meter: &Meter, routes: Vec<(String, String)>, excluded: Vec<String>) -> Self {
         let routes = routes
             .into_iter()
-            // A handful of templates, leaked once at start-up, so labels borrow them for free.
-            .map(|(pattern, template)| (pattern, &*Box::leak(template.into_boxed_str())))
+            .map(|(pattern, template)| (pattern, KnownRoute::new(template)))
             .collect();
         Self(Arc::new(Instruments {
             duration: meter
@@ -141,7 +160,8 @@ impl<E: Endpoint> Endpoint for HttpTelemetryEndpoint<E> {
             return self.inner.call(req).await.map(IntoResponse::into_response);
         }
 
-        let method = method_label(req.method());
+        let method_idx = method_index(req.method());
+        let method = METHODS[method_idx];
         let scheme = "http";
         let protocol = protocol_label(req.version());
         let request_size = content_length(req.headers());
@@ -164,12 +184,17 @@ impl<E: Endpoint> Endpoint for HttpTelemetryEndpoint<E> {
         let elapsed = start.elapsed().as_secs_f64();
 
         let status = response.status();
-        let route = response
+        let known = response
             .data::<PathPattern>()
-            .and_then(|pattern| instruments.routes.get(&*pattern.0).copied())
-            .unwrap_or(UNMATCHED_ROUTE);
+            .and_then(|pattern| instruments.routes.get(&*pattern.0).copied());
+        let route = known.map_or(UNMATCHED_ROUTE, |r| r.template);
         let response_size = response_body_size(&mut response);
-        finish_span(&span, method, route, status);
+        finish_span(
+            &span,
+            known.map(|r| r.span_names[method_idx]),
+            route,
+            status,
+        );
         let ids = trace_ids(&span);
         if let Some((trace_id, span_id, flags)) = &ids {
             if let Ok(value) =
@@ -274,16 +299,14 @@ fn server_span(req: &Request, method: &'static str) -> Span {
     span
 }
 
-/// semconv: the name is `{method} {route}`, or just the method when nothing matched; status is
-/// Error for 5xx only (a 4xx is the client's error, not the server's).
-fn finish_span(span: &Span, method: &'static str, route: &'static str, status: StatusCode) {
-    if route != UNMATCHED_ROUTE {
+/// semconv: the name is `{method} {route}`, or just the method (given at creation) when nothing
+/// matched; status is Error for 5xx only (a 4xx is the client's error, not the server's).
+fn finish_span(span: &Span, name: Option<&'static str>, route: &'static str, status: StatusCode) {
+    if let Some(name) = name {
         // The OTel span was started when the request entered it (its context had to be
         // active for the DB spans), and tracing-opentelemetry only applies `otel.name` before
         // that, so the name is updated on the OTel span itself.
-        span.context()
-            .span()
-            .update_name(format!("{method} {route}"));
+        span.context().span().update_name(name);
         span.record("http.route", route);
     }
     // i64: tracing-opentelemetry keeps i64 as an int attribute (unsigned becomes a string).
@@ -311,18 +334,23 @@ fn trace_ids(span: &Span) -> Option<(String, String, u8)> {
 
 /// The methods of RFC 9110 (and PATCH) as themselves; anything else as `_OTHER`, so that a client
 /// cannot mint label values.
-fn method_label(method: &Method) -> &'static str {
+const METHODS: [&str; 10] = [
+    "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE", "CONNECT", "_OTHER",
+];
+
+/// The index of a method in `METHODS`.
+fn method_index(method: &Method) -> usize {
     match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        Method::TRACE => "TRACE",
-        Method::CONNECT => "CONNECT",
-        _ => "_OTHER",
+        Method::GET => 0,
+        Method::POST => 1,
+        Method::PUT => 2,
+        Method::PATCH => 3,
+        Method::DELETE => 4,
+        Method::HEAD => 5,
+        Method::OPTIONS => 6,
+        Method::TRACE => 7,
+        Method::CONNECT => 8,
+        _ => 9,
     }
 }
 

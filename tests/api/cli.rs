@@ -114,6 +114,11 @@ fn a_port_in_use_or_an_unreachable_database_exits_with_one_line() {
 #[test]
 fn with_no_environment_it_serves_items_on_port_8000_and_creates_items_db() {
     let dir = tempfile::tempdir().unwrap();
+    // The default port must be free, or this would talk to whatever else holds it.
+    drop(
+        std::net::TcpListener::bind("0.0.0.0:8000")
+            .expect("port 8000 is busy: stop what holds it to run this test"),
+    );
     let mut child = items_api(dir.path()).spawn().unwrap();
     wait_for_port(8000, &mut child);
     let body = ureq_get("127.0.0.1:8000", "/items");
