@@ -404,11 +404,22 @@ mod tests {
 
     #[test]
     fn unknown_methods_are_other() {
-        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(METHODS[method_index(&Method::GET)], "GET");
+        assert_eq!(METHODS[method_index(&Method::PATCH)], "PATCH");
         assert_eq!(
-            method_label(&Method::from_bytes(b"BREW").unwrap()),
+            METHODS[method_index(&Method::from_bytes(b"BREW").unwrap())],
             "_OTHER"
         );
+    }
+
+    #[test]
+    fn span_names_are_made_once_per_method_and_route() {
+        let route = KnownRoute::new("/items/{id}".into());
+        assert_eq!(
+            route.span_names[method_index(&Method::DELETE)],
+            "DELETE /items/{id}"
+        );
+        assert_eq!(route.span_names[9], "_OTHER /items/{id}");
     }
 
     #[test]
