@@ -7,11 +7,9 @@
 //! own threads with bounded queues (2048 spans, 2048 log records; the rest are dropped, and
 //! dropped spans are counted on `/metrics`), so a slow or dead backend never blocks a request.
 
-use std::time::Duration;
-
 use opentelemetry::{global, trace::TracerProvider as _};
 use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
-use opentelemetry_otlp::{LogExporter, SpanExporter, WithExportConfig};
+use opentelemetry_otlp::{LogExporter, SpanExporter};
 use opentelemetry_sdk::{
     logs::SdkLoggerProvider,
     propagation::TraceContextPropagator,
@@ -24,14 +22,10 @@ use tracing_subscriber::{
 
 use super::{
     log_format::{JsonWithTraceIds, LineSafeStdout},
+    otlp_exporter,
     span_pipeline::BoundedSpanProcessor,
 };
-use crate::config::{
-    Config, LogFormat, OtelConfig, OtlpProtocol, SamplerKind, Signal, SignalExporter,
-};
-
-/// How long an export may take before it is abandoned.
-const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::config::{Config, LogFormat, OtelConfig, SamplerKind, Signal, SignalExporter};
 
 /// Spans that may wait for export; past it they are dropped and counted.
 const SPAN_QUEUE: usize = 2048;
@@ -134,23 +128,13 @@ fn tracer_provider(otel: &OtelConfig, resource: Resource) -> Result<SdkTracerPro
         .with_sampler(sampler(otel));
     match (otel.traces_exporter, otel.endpoint(Signal::Traces)) {
         (SignalExporter::Otlp, Some(endpoint)) => {
-            let exporter = match otel.otlp_protocol {
-                OtlpProtocol::Grpc => SpanExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(endpoint)
-                    .with_timeout(EXPORT_TIMEOUT)
-                    .build(),
-                OtlpProtocol::HttpProtobuf => SpanExporter::builder()
-                    .with_http()
-                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                    .with_endpoint(endpoint)
-                    .with_timeout(EXPORT_TIMEOUT)
-                    .build(),
-            }
-            .map_err(|e| InitError {
-                signal: "trace",
-                message: e.to_string(),
-            })?;
+            let exporter =
+                otlp_exporter!(SpanExporter, otel.otlp_protocol, endpoint).map_err(|e| {
+                    InitError {
+                        signal: "trace",
+                        message: e.to_string(),
+                    }
+                })?;
             builder = builder.with_span_processor(BoundedSpanProcessor::new(exporter, SPAN_QUEUE));
         }
         (SignalExporter::Console, _) => {
@@ -169,23 +153,13 @@ fn logger_provider(
     let builder = SdkLoggerProvider::builder().with_resource(resource);
     let provider = match (otel.logs_exporter, otel.endpoint(Signal::Logs)) {
         (SignalExporter::Otlp, Some(endpoint)) => {
-            let exporter = match otel.otlp_protocol {
-                OtlpProtocol::Grpc => LogExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(endpoint)
-                    .with_timeout(EXPORT_TIMEOUT)
-                    .build(),
-                OtlpProtocol::HttpProtobuf => LogExporter::builder()
-                    .with_http()
-                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                    .with_endpoint(endpoint)
-                    .with_timeout(EXPORT_TIMEOUT)
-                    .build(),
-            }
-            .map_err(|e| InitError {
-                signal: "log",
-                message: e.to_string(),
-            })?;
+            let exporter =
+                otlp_exporter!(LogExporter, otel.otlp_protocol, endpoint).map_err(|e| {
+                    InitError {
+                        signal: "log",
+                        message: e.to_string(),
+                    }
+                })?;
             builder.with_batch_exporter(exporter).build()
         }
         (SignalExporter::Console, _) => builder

@@ -2,14 +2,14 @@
 //! in one test process never share a counter, and `/metrics` shows exactly one app's numbers.
 
 use opentelemetry::metrics::{Meter, MeterProvider};
-use opentelemetry_otlp::{MetricExporter, WithExportConfig};
+use opentelemetry_otlp::MetricExporter;
 use opentelemetry_sdk::{
     metrics::{PeriodicReader, SdkMeterProvider},
     Resource,
 };
 
-use super::exposition::MetricsEndpoint;
-use crate::config::{OtelConfig, OtlpProtocol, Signal};
+use super::{exposition::MetricsEndpoint, otlp_exporter};
+use crate::config::{OtelConfig, Signal};
 
 pub struct Metrics {
     provider: SdkMeterProvider,
@@ -44,18 +44,8 @@ impl Metrics {
                         .into(),
                 )
             })?;
-            let exporter = match otel.otlp_protocol {
-                OtlpProtocol::Grpc => MetricExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(endpoint)
-                    .build(),
-                OtlpProtocol::HttpProtobuf => MetricExporter::builder()
-                    .with_http()
-                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                    .with_endpoint(endpoint)
-                    .build(),
-            }
-            .map_err(|e| MetricsError(format!("OTLP metric exporter: {e}")))?;
+            let exporter = otlp_exporter!(MetricExporter, otel.otlp_protocol, endpoint)
+                .map_err(|e| MetricsError(format!("OTLP metric exporter: {e}")))?;
             let reader = PeriodicReader::builder(exporter)
                 .with_interval(otel.metric_export_interval)
                 .build();

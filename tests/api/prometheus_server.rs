@@ -8,6 +8,8 @@ use std::{
 
 use serde_json::Value;
 
+use crate::cli::free_port;
+
 pub struct Prometheus {
     child: Child,
     pub url: String,
@@ -132,14 +134,6 @@ impl Drop for Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `{labels} → value` of a vector result, for exact comparison.
