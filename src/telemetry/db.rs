@@ -142,7 +142,9 @@ impl DbTelemetry {
         }
         // sqlx hands the current span to its connection worker, which may drop it later; end the
         // OTel span now so it covers exactly the interval the histogram recorded.
-        span.context().span().end();
+        if !span.is_disabled() {
+            span.context().span().end();
+        }
         result
     }
 }

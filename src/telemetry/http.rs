@@ -219,7 +219,9 @@ impl<E: Endpoint> Endpoint for HttpTelemetryEndpoint<E> {
         });
         // Ended here, not when the last clone of `span` drops, so the span covers the same
         // interval as the histogram.
-        span.context().span().end();
+        if !span.is_disabled() {
+            span.context().span().end();
+        }
 
         let base = [
             KeyValue::new("http.request.method", method),
@@ -260,16 +262,6 @@ impl<E: Endpoint> Endpoint for HttpTelemetryEndpoint<E> {
 /// `traceparent` came in (an invalid one is ignored and a new trace starts). Its name and route
 /// are filled in once the router has matched.
 fn server_span(req: &Request, method: &'static str) -> Span {
-    let headers = req.headers();
-    let header = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    let local = req.local_addr().as_socket_addr().copied();
-    let (server_address, server_port) = match header(header::HOST) {
-        Some(host) => match host.rsplit_once(':') {
-            Some((name, port)) => (Some(name.to_owned()), port.parse::<u16>().ok()),
-            None => (Some(host.to_owned()), local.map(|a| a.port())),
-        },
-        None => (local.map(|a| a.ip().to_string()), local.map(|a| a.port())),
-    };
     let span = tracing::info_span!(
         target: "items_api::http",
         "HTTP request",
@@ -282,13 +274,50 @@ fn server_span(req: &Request, method: &'static str) -> Span {
         url.path = req.uri().path(),
         url.scheme = "http",
         network.protocol.version = protocol_label(req.version()),
-        server.address = server_address,
-        server.port = server_port.map(i64::from),
-        client.address = req.remote_addr().as_socket_addr().map(|a| a.ip().to_string()),
-        user_agent.original = header(header::USER_AGENT),
+        server.address = Empty,
+        server.port = Empty,
+        client.address = Empty,
+        user_agent.original = Empty,
         http.response.status_code = Empty,
         error.type = Empty,
     );
+    // Nothing below is worth its allocations when no layer records spans.
+    if span.is_disabled() {
+        return span;
+    }
+    let headers = req.headers();
+    let local = req.local_addr().as_socket_addr().copied();
+    match headers.get(header::HOST).and_then(|v| v.to_str().ok()) {
+        Some(host) => match host.rsplit_once(':') {
+            Some((name, port)) => {
+                span.record("server.address", name);
+                if let Ok(port) = port.parse::<u16>() {
+                    span.record("server.port", i64::from(port));
+                }
+            }
+            None => {
+                span.record("server.address", host);
+                if let Some(local) = local {
+                    span.record("server.port", i64::from(local.port()));
+                }
+            }
+        },
+        None => {
+            if let Some(local) = local {
+                span.record("server.address", local.ip().to_string());
+                span.record("server.port", i64::from(local.port()));
+            }
+        }
+    }
+    if let Some(remote) = req.remote_addr().as_socket_addr() {
+        span.record("client.address", remote.ip().to_string());
+    }
+    if let Some(agent) = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    {
+        span.record("user_agent.original", agent);
+    }
     if method == "_OTHER" {
         span.record("http.request.method_original", req.method().as_str());
     }
@@ -302,6 +331,9 @@ fn server_span(req: &Request, method: &'static str) -> Span {
 /// semconv: the name is `{method} {route}`, or just the method (given at creation) when nothing
 /// matched; status is Error for 5xx only (a 4xx is the client's error, not the server's).
 fn finish_span(span: &Span, name: Option<&'static str>, route: &'static str, status: StatusCode) {
+    if span.is_disabled() {
+        return;
+    }
     if let Some(name) = name {
         // The OTel span was started when the request entered it (its context had to be
         // active for the DB spans), and tracing-opentelemetry only applies `otel.name` before
@@ -320,6 +352,9 @@ fn finish_span(span: &Span, name: Option<&'static str>, route: &'static str, sta
 /// The trace id, span id and flags of a span, for the `traceresponse` header
 /// (`00-<trace id>-<span id>-<flags>`, W3C Trace Context Level 2) and the access log.
 fn trace_ids(span: &Span) -> Option<(String, String, u8)> {
+    if span.is_disabled() {
+        return None;
+    }
     let context = span.context();
     let otel_span = context.span();
     let span_context = otel_span.span_context();

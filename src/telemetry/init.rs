@@ -71,7 +71,9 @@ pub fn init(config: &Config, resource: Resource) -> Result<TelemetryGuard, InitE
     let otel = &config.otel;
     global::set_text_map_propagator(TraceContextPropagator::new());
 
-    let tracer_provider = (!otel.sdk_disabled)
+    // `OTEL_TRACES_EXPORTER=none` means no spans at all: with no layer wanting them, the
+    // `tracing` span macros short-circuit and requests carry no trace ids.
+    let tracer_provider = (!otel.sdk_disabled && otel.traces_exporter != SignalExporter::None)
         .then(|| tracer_provider(otel, resource.clone()))
         .transpose()?;
     let logger_provider = (!otel.sdk_disabled)
@@ -81,13 +83,19 @@ pub fn init(config: &Config, resource: Resource) -> Result<TelemetryGuard, InitE
 
     // The filter was checked when the config was parsed.
     let filter = EnvFilter::try_new(&config.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    // Stdout shows events only: the access event carries what a span prefix would, and a span
+    // nobody else wants then costs nothing.
     let stdout = match config.log_format {
         LogFormat::Text => fmt::layer()
             .with_target(true)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
             .with_writer(LineSafeStdout)
+            .with_filter(filter_fn(|meta| meta.is_event()))
             .boxed(),
-        LogFormat::Json => fmt::layer().event_format(JsonWithTraceIds).boxed(),
+        LogFormat::Json => fmt::layer()
+            .event_format(JsonWithTraceIds)
+            .with_filter(filter_fn(|meta| meta.is_event()))
+            .boxed(),
     };
     let spans = tracer_provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer()

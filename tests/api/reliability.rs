@@ -156,7 +156,9 @@ async fn every_acknowledged_create_survives_sigkill(backend: Backend) {
         let mut command = items_api(dir.path());
         command
             .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .env("DATABASE_URL", db.url.as_str());
+            .env("DATABASE_URL", db.url.as_str())
+            // Nobody reads its logs here; a full pipe would stall the service.
+            .stdout(std::process::Stdio::null());
         let mut child = command.spawn().unwrap();
         wait_for_port(port, &mut child);
         (child, format!("http://127.0.0.1:{port}"))
