@@ -17,7 +17,7 @@ run *args:
     cargo run --release -- {{args}}
 
 # Everything CI checks: format, lint, unit and integration tests, Prometheus/Alertmanager configs, the container stack files.
-test: fmt-check lint test-rust check-prometheus check-compose check-stack
+test: fmt-check lint test-rust check-prometheus check-compose check-stack test-bench
 
 # Check formatting without changing files.
 fmt-check:
@@ -52,3 +52,28 @@ check-prometheus:
 check-stack duration="75":
     cargo build --quiet
     python3 scripts/check_stack.py --binary "${CARGO_TARGET_DIR:-target}/debug/items-api" --duration {{duration}}
+
+# Locust user mix against a running service (`just run` first): reports/load_stats.csv and reports/load.html; fails on any failed request.
+load users="20" spawn="5" time="30s" host="http://127.0.0.1:8000":
+    bash load/run_load.sh {{users}} {{spawn}} {{time}} {{host}}
+
+# Step the load up until the service breaks, watched by a real Prometheus: reports/stress.md with charts (~6 min; `just stress --quick` ~1 min).
+stress *args:
+    cargo build --release
+    python3 load/stress.py {{args}}
+
+# The cost of telemetry (wrk: off / metrics / default / full) and /metrics render time at 1x, 10x, 100x series: reports/bench.md, bench.json, metrics_render.json.
+bench *args:
+    cargo build --release
+    python3 load/bench.py {{args}}
+    cargo bench --bench metrics_render
+
+# The benchmark harness in quick mode (a few seconds of load), so it cannot rot.
+test-bench:
+    cargo build --release
+    python3 -m pytest -q -p no:cacheprovider load/test_bench_quick.py
+
+# Ten minutes at 70 % of measured capacity; RSS, p99 and errors every 30 s to reports/soak.md.
+soak *args:
+    cargo build --release
+    python3 load/soak.py {{args}}
