@@ -53,7 +53,7 @@ check-stack duration="75":
     cargo build --quiet
     python3 scripts/check_stack.py --binary "${CARGO_TARGET_DIR:-target}/debug/items-api" --duration {{duration}}
 
-# Locust user mix against a running service (`just run` first): reports/load_stats.csv and reports/load.html; fails on any failed request.
+# Locust mix against a running service (`just run` first): CSV + HTML in reports/.
 load users="20" spawn="5" time="30s" host="http://127.0.0.1:8000":
     bash load/run_load.sh {{users}} {{spawn}} {{time}} {{host}}
 

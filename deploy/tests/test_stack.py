@@ -894,9 +894,17 @@ def test_just_lists_the_stack_recipes_with_descriptions(justfile_with_stack):
     result = _just(justfile_with_stack, "--list")
     assert result.returncode == 0, result.stderr
     listed = {}
+    # A recipe with a long signature gets its description on the line above it.
+    pending_doc = ""
     for line in result.stdout.splitlines()[1:]:
-        name, _, doc = line.strip().partition("#")
-        listed[name.split()[0]] = doc.strip()
+        text = line.strip()
+        if text.startswith("#"):
+            pending_doc = text[1:].strip()
+            continue
+        name, _, doc = text.partition("#")
+        if name.split():
+            listed[name.split()[0]] = doc.strip() or pending_doc
+        pending_doc = ""
     for recipe in STACK_RECIPES:
         assert recipe in listed, f"`just --list` lacks {recipe}"
         assert listed[recipe], f"{recipe} has no `# description` line"
