@@ -8,7 +8,7 @@ The JSON files are generated: edit this file, not the JSON, then run
 Standard library only. The output is deterministic (fixed ids, layout and key
 order), so a change here shows up as a readable diff of the JSON.
 
-Every query uses the raw metrics of DESIGN.md §6 (no recording rules), and is
+Every query uses the raw metrics of docs/DESIGN.md §6 (no recording rules), and is
 written so that it returns data whenever the service has traffic: an error rate
 is "errors or 0 * total", so it is 0, not empty, while there are no 5xx.
 """
@@ -22,7 +22,7 @@ TAG = "items-api"
 JAEGER_URL = "http://localhost:16686"
 PROM = {"type": "prometheus", "uid": "${datasource}"}
 
-# --- metric names (DESIGN.md §6) -------------------------------------------
+# --- metric names (docs/DESIGN.md §6) -------------------------------------------
 HTTP_COUNT = "http_server_request_duration_seconds_count"
 HTTP_BUCKET = "http_server_request_duration_seconds_bucket"
 HTTP_ACTIVE = "http_server_active_requests"
@@ -42,7 +42,7 @@ RATE = "$__rate_interval"
 # SLO rules in prometheus/rules/slo.yml do, so the dashboard and the alerts agree.
 SLO = JOB + ', http_route!="unmatched"'
 
-# --- objectives (DESIGN / alert rules) ----------------------------------------
+# --- objectives (docs/DESIGN.md / alert rules) ----------------------------------------
 AVAILABILITY_BUDGET = "0.001"  # 99.9 % of requests are not 5xx
 LATENCY_BUDGET = "0.01"  # 99 % of requests answer within...
 LATENCY_LE = "0.25"  # ...0.25 s, an exact bucket bound of the histogram
@@ -97,7 +97,7 @@ def prom(expr, legend="", instant=False, fmt="time_series", interval=None):
         "range": not instant,
         "instant": instant,
         "format": fmt,
-        "exemplar": False,  # the Rust SDK records no exemplars (DESIGN.md §4)
+        "exemplar": False,  # the Rust SDK records no exemplars (docs/DESIGN.md §4)
     }
     if interval:
         target["interval"] = interval

@@ -10,7 +10,7 @@ asserts, against what Prometheus actually holds:
 
   * every query of every Grafana dashboard panel (and every template variable
     query) returns data, with the variables substituted as Grafana would;
-  * the classic compatibility queries (DESIGN.md section 6) return data;
+  * the classic compatibility queries (docs/DESIGN.md section 6) return data;
   * ItemsApiHighErrorRatio reaches at least `pending`;
   * every rule of prometheus/rules/*.yml is loaded and evaluates with health "ok";
   * alerts that fire reach the Alertmanager.
@@ -50,7 +50,7 @@ RULES = REPO / "prometheus" / "rules"
 ALERTMANAGER_CONFIG = REPO / "prometheus" / "alertmanager.yml"
 
 DEFAULT_BINARY = os.environ.get("ITEMS_API_BIN", "/var/tmp/items-api-target/debug/items-api")
-JOB = "items-api"  # the scrape job name the rules and dashboards select (DESIGN.md section 6)
+JOB = "items-api"  # the scrape job name the rules and dashboards select (docs/DESIGN.md section 6)
 
 # 20 % of /items requests fail: far above the 5 % threshold of ItemsApiHighErrorRatio,
 # even diluted by the 404s on unknown paths, which fault injection does not touch.

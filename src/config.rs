@@ -1,4 +1,4 @@
-//! Runtime configuration: every setting is a `--flag` and an environment variable (DESIGN §7).
+//! Runtime configuration: every setting is a `--flag` and an environment variable (docs/DESIGN.md §7).
 //! Values are parsed and checked here, so a bad value stops start-up before anything is opened.
 
 use std::{net::SocketAddr, str::FromStr, time::Duration};

@@ -1,4 +1,4 @@
-//! What the API reads and writes, and the validation rules of DESIGN §5.
+//! What the API reads and writes, and the validation rules of docs/DESIGN.md §5.
 
 use chrono::{DateTime, Utc};
 use poem_openapi::Object;

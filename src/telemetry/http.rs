@@ -1,4 +1,4 @@
-//! The one HTTP middleware (DESIGN §2): it owns the SERVER span, the HTTP metrics and the access
+//! The one HTTP middleware (docs/DESIGN.md §2): it owns the SERVER span, the HTTP metrics and the access
 //! log, so that the span and `http.server.request.duration` describe the same interval.
 //! Labels come only from fixed sets: the method (or `_OTHER`), the OpenAPI route template (or
 //! `unmatched`), the status code. No path, id, query, header or body ever becomes a label.

@@ -1,4 +1,4 @@
-//! Everything that makes the service observable lives here (DESIGN §2, §6):
+//! Everything that makes the service observable lives here (docs/DESIGN.md §2, §6):
 //! - `metrics`: the per-app meter provider, its Prometheus registry and OTLP reader;
 //! - `http`: the one middleware that owns the server span, the HTTP metrics and the access log;
 //! - `db`: the span and histogram around every statement;

@@ -66,7 +66,7 @@ impl Reader {
     }
 }
 
-/// Registers the `process.*` instruments of DESIGN §6.
+/// Registers the `process.*` instruments of docs/DESIGN.md §6.
 pub fn register_process_metrics(meter: &Meter) {
     let reader = Reader(Arc::new(Mutex::new(Cached {
         taken: None,

@@ -1,4 +1,4 @@
-//! The contract between the service and everything that queries it (DESIGN §6): every PromQL
+//! The contract between the service and everything that queries it (docs/DESIGN.md §6): every PromQL
 //! expression in the dashboards, the rule files and the PromQL cookbook parses, and names only
 //! metrics that a live `/metrics` of this app exports or that a recording rule defines.
 //! A typo in a metric name anywhere fails here, without a Prometheus.

@@ -1,4 +1,4 @@
-//! The CRUD contract of DESIGN §5, on both backends.
+//! The CRUD contract of docs/DESIGN.md §5, on both backends.
 
 use reqwest::Method;
 use serde_json::{json, Value};

@@ -1,4 +1,4 @@
-//! Every error status of DESIGN §5 is produced here and answered as problem+json.
+//! Every error status of docs/DESIGN.md §5 is produced here and answered as problem+json.
 
 use reqwest::Method;
 use serde_json::{json, Value};

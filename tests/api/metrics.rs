@@ -1,4 +1,4 @@
-//! The metrics pillar (DESIGN §6): exact counts, bounded cardinality, clean labels, a valid
+//! The metrics pillar (docs/DESIGN.md §6): exact counts, bounded cardinality, clean labels, a valid
 //! exposition, and the same numbers in a real Prometheus.
 
 use std::collections::BTreeSet;
@@ -325,7 +325,7 @@ async fn sdk_disabled_serves_an_empty_exposition() {
 }
 
 /// `promtool check metrics` on a live scrape. Semantic-convention names ending in `_count`
-/// trip its histogram-suffix lint; those are the contract (DESIGN §6), so they are the only
+/// trip its histogram-suffix lint; those are the contract (docs/DESIGN.md §6), so they are the only
 /// findings allowed, listed by name.
 #[tokio::test]
 async fn promtool_accepts_the_exposition() {
