@@ -488,7 +488,7 @@ def api_overview():
     ], "bytes", "Resident set size, and virtual memory."))
     d.add(6, 8, timeseries("Threads and open files", [
         prom(agg(sel("process_thread_count", INST), "instance"), "{{instance}} threads"),
-        prom(agg(sel("process_open_file_descriptor_count", INST), "instance"), "{{instance}} open fds"),
+        prom(agg(sel("process_unix_file_descriptor_count", INST), "instance"), "{{instance}} open fds"),
     ], "short", "OS threads and open file descriptors (sockets included).", decimals=0))
     d.add(6, 8, timeseries("Tokio runtime", [
         prom(agg(sel("tokio_runtime_alive_tasks", INST), "instance"), "{{instance}} alive tasks"),

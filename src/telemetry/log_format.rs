@@ -7,13 +7,14 @@
 use std::fmt;
 
 use opentelemetry::trace::TraceContextExt;
-use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::{
     fmt::{format::Writer, FmtContext, FormatEvent, FormatFields},
     registry::LookupSpan,
 };
 
+/// One JSON object per event, written straight into the line (no intermediate map): the access
+/// event is on every request's path.
 pub struct JsonWithTraceIds;
 
 impl<S, N> FormatEvent<S, N> for JsonWithTraceIds
@@ -28,59 +29,101 @@ where
         event: &tracing::Event<'_>,
     ) -> fmt::Result {
         let meta = event.metadata();
-        let mut object = Map::new();
-        object.insert(
-            "timestamp".into(),
-            chrono::Utc::now()
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-                .into(),
-        );
-        object.insert("level".into(), meta.level().as_str().into());
-        object.insert("target".into(), meta.target().into());
-        event.record(&mut JsonVisitor(&mut object));
+        let mut line = JsonLine {
+            buf: Vec::with_capacity(256),
+            has_ids: false,
+        };
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        line.buf.push(b'{');
+        line.string_field("timestamp", &now);
+        line.string_field("level", meta.level().as_str());
+        line.string_field("target", meta.target());
+        event.record(&mut line);
         // The HTTP middleware runs each request in its span's OTel context.
         let context = opentelemetry::Context::current();
         let span = context.span();
         let span_context = span.span_context();
-        if span_context.is_valid() {
-            object
-                .entry("trace_id")
-                .or_insert_with(|| span_context.trace_id().to_string().into());
-            object
-                .entry("span_id")
-                .or_insert_with(|| span_context.span_id().to_string().into());
+        if span_context.is_valid() && !line.has_ids {
+            // Hex ids need no escaping.
+            let ids = format!(
+                ",\"trace_id\":\"{}\",\"span_id\":\"{}\"",
+                span_context.trace_id(),
+                span_context.span_id()
+            );
+            line.buf.extend_from_slice(ids.as_bytes());
         }
-        let line = serde_json::to_string(&object).map_err(|_| fmt::Error)?;
-        writeln!(writer, "{line}")
+        line.buf.push(b'}');
+        let text = std::str::from_utf8(&line.buf).map_err(|_| fmt::Error)?;
+        writeln!(writer, "{text}")
     }
 }
 
-struct JsonVisitor<'a>(&'a mut Map<String, Value>);
+/// The JSON object being written: `"key":value` pairs, every key and string escaped by
+/// serde_json.
+struct JsonLine {
+    buf: Vec<u8>,
+    /// The event names its own `trace_id`/`span_id`; the context's are not added.
+    has_ids: bool,
+}
 
-impl Visit for JsonVisitor<'_> {
+impl JsonLine {
+    fn key(&mut self, name: &str) {
+        if self.buf.len() > 1 {
+            self.buf.push(b',');
+        }
+        if name == "trace_id" || name == "span_id" {
+            self.has_ids = true;
+        }
+        let _ = serde_json::to_writer(&mut self.buf, name);
+        self.buf.push(b':');
+    }
+
+    fn value(&mut self, name: &str, value: impl serde::Serialize) {
+        self.key(name);
+        // Writing to a Vec cannot fail; a non-finite float becomes null.
+        let _ = serde_json::to_writer(&mut self.buf, &value);
+    }
+
+    fn string_field(&mut self, name: &str, value: &str) {
+        self.value(name, value);
+    }
+}
+
+impl Visit for JsonLine {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().into(), value.into());
+        self.value(field.name(), value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.insert(field.name().into(), value.into());
+        self.value(field.name(), value);
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name().into(), value.into());
+        self.value(field.name(), value);
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.insert(field.name().into(), value.into());
+        self.value(field.name(), value);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.insert(field.name().into(), value.into());
+        self.value(field.name(), value);
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0
-            .insert(field.name().into(), format!("{value:?}").into());
+        self.key(field.name());
+        // Escaped while it is formatted: no intermediate String (the message is one of these).
+        use serde::Serializer as _;
+        let _ = serde_json::Serializer::new(&mut self.buf).collect_str(&AsDisplay(value));
+    }
+}
+
+/// A `Debug` value (`fmt::Arguments` for the message) written through `Display`.
+struct AsDisplay<'a>(&'a dyn fmt::Debug);
+
+impl fmt::Display for AsDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.0, f)
     }
 }
 

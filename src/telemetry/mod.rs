@@ -18,6 +18,7 @@ pub mod business;
 pub mod db;
 pub mod exposition;
 pub mod http;
+mod http_metrics;
 pub mod init;
 mod log_format;
 pub mod metrics;

@@ -7,6 +7,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use opentelemetry_semantic_conventions::{
+    attribute::CPU_MODE,
+    metric::{
+        PROCESS_CPU_TIME, PROCESS_MEMORY_USAGE, PROCESS_MEMORY_VIRTUAL, PROCESS_THREAD_COUNT,
+        PROCESS_UNIX_FILE_DESCRIPTOR_COUNT, PROCESS_UPTIME,
+    },
+};
 use opentelemetry::{metrics::Meter, KeyValue};
 use tokio::runtime::Handle;
 
@@ -76,45 +83,45 @@ pub fn register_process_metrics(meter: &Meter) {
 
     let r = reader.clone();
     meter
-        .f64_observable_counter("process.cpu.time")
+        .f64_observable_counter(PROCESS_CPU_TIME)
         .with_unit("s")
         .with_description("CPU time spent by the process, by mode")
         .with_callback(move |counter| {
             let s = r.get();
-            counter.observe(s.user_seconds, &[KeyValue::new("cpu.mode", "user")]);
-            counter.observe(s.system_seconds, &[KeyValue::new("cpu.mode", "system")]);
+            counter.observe(s.user_seconds, &[KeyValue::new(CPU_MODE, "user")]);
+            counter.observe(s.system_seconds, &[KeyValue::new(CPU_MODE, "system")]);
         })
         .build();
     let r = reader.clone();
     meter
-        .i64_observable_up_down_counter("process.memory.usage")
+        .i64_observable_up_down_counter(PROCESS_MEMORY_USAGE)
         .with_unit("By")
         .with_description("Resident memory of the process")
         .with_callback(move |gauge| gauge.observe(r.get().resident_bytes, &[]))
         .build();
     let r = reader.clone();
     meter
-        .i64_observable_up_down_counter("process.memory.virtual")
+        .i64_observable_up_down_counter(PROCESS_MEMORY_VIRTUAL)
         .with_unit("By")
         .with_description("Virtual memory of the process")
         .with_callback(move |gauge| gauge.observe(r.get().virtual_bytes, &[]))
         .build();
     let r = reader.clone();
     meter
-        .i64_observable_up_down_counter("process.thread.count")
+        .i64_observable_up_down_counter(PROCESS_THREAD_COUNT)
         .with_unit("{thread}")
         .with_description("Threads of the process")
         .with_callback(move |gauge| gauge.observe(r.get().threads, &[]))
         .build();
     let r = reader;
     meter
-        .i64_observable_up_down_counter("process.open_file_descriptor.count")
+        .i64_observable_up_down_counter(PROCESS_UNIX_FILE_DESCRIPTOR_COUNT)
         .with_unit("{file_descriptor}")
-        .with_description("Open file descriptors of the process")
+        .with_description("Open file descriptors of the process (semconv renamed process.open_file_descriptor.count to this)")
         .with_callback(move |gauge| gauge.observe(r.get().open_fds, &[]))
         .build();
     meter
-        .f64_observable_gauge("process.uptime")
+        .f64_observable_gauge(PROCESS_UPTIME)
         .with_unit("s")
         .with_description("Time since the process started serving")
         .with_callback(move |gauge| gauge.observe(started.elapsed().as_secs_f64(), &[]))

@@ -96,7 +96,7 @@ impl ServerSpan {
         if status.is_server_error() {
             span.set_attribute(KeyValue::new(
                 Key::from_static_str(ERROR_TYPE),
-                super::http::error_type(status),
+                super::http_metrics::error_type(status),
             ));
             span.set_status(Status::error(""));
         }

@@ -332,7 +332,7 @@ async fn promtool_accepts_the_exposition() {
     const ALLOWED: [&str; 3] = [
         "db_client_connection_count",
         "process_thread_count",
-        "process_open_file_descriptor_count",
+        "process_unix_file_descriptor_count",
     ];
     let app = spawn_app(Backend::Sqlite).await;
     send_the_mix(&app).await;
