@@ -9,10 +9,8 @@
 
 use opentelemetry::{global, trace::TracerProvider as _};
 use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
-use opentelemetry_otlp::{LogExporter, SpanExporter};
 use opentelemetry_sdk::{
     logs::SdkLoggerProvider,
-    propagation::TraceContextPropagator,
     trace::{Sampler, SdkTracerProvider},
     Resource,
 };
@@ -22,13 +20,9 @@ use tracing_subscriber::{
 
 use super::{
     log_format::{JsonWithTraceIds, LineSafeStdout},
-    otlp_exporter,
-    span_pipeline::BoundedSpanProcessor,
+    otlp,
 };
 use crate::config::{Config, LogFormat, OtelConfig, SamplerKind, Signal, SignalExporter};
-
-/// Spans that may wait for export; past it they are dropped and counted.
-const SPAN_QUEUE: usize = 2048;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot set up {signal} export: {message}")]
@@ -69,7 +63,7 @@ impl Drop for TelemetryGuard {
 /// exporter binds to it).
 pub fn init(config: &Config, resource: Resource) -> Result<TelemetryGuard, InitError> {
     let otel = &config.otel;
-    global::set_text_map_propagator(TraceContextPropagator::new());
+    global::set_text_map_propagator(otlp::propagator(otel.propagators));
 
     // `OTEL_TRACES_EXPORTER=none` means no spans at all: with no layer wanting them, the
     // `tracing` span macros short-circuit and requests carry no trace ids.
@@ -117,6 +111,7 @@ pub fn init(config: &Config, resource: Resource) -> Result<TelemetryGuard, InitE
     });
     tracing_subscriber::registry()
         .with(filter)
+        .with(otlp::quiet_sdk_export_errors())
         .with(stdout)
         .with(spans)
         .with(logs)
@@ -136,14 +131,11 @@ fn tracer_provider(otel: &OtelConfig, resource: Resource) -> Result<SdkTracerPro
         .with_sampler(sampler(otel));
     match (otel.traces_exporter, otel.endpoint(Signal::Traces)) {
         (SignalExporter::Otlp, Some(endpoint)) => {
-            let exporter =
-                otlp_exporter!(SpanExporter, otel.otlp_protocol, endpoint).map_err(|e| {
-                    InitError {
-                        signal: "trace",
-                        message: e.to_string(),
-                    }
-                })?;
-            builder = builder.with_span_processor(BoundedSpanProcessor::new(exporter, SPAN_QUEUE));
+            let processor = otlp::span_processor(otel, endpoint).map_err(|e| InitError {
+                signal: "trace",
+                message: e.to_string(),
+            })?;
+            builder = builder.with_span_processor(processor);
         }
         (SignalExporter::Console, _) => {
             builder = builder.with_simple_exporter(opentelemetry_stdout::SpanExporter::default());
@@ -161,14 +153,11 @@ fn logger_provider(
     let builder = SdkLoggerProvider::builder().with_resource(resource);
     let provider = match (otel.logs_exporter, otel.endpoint(Signal::Logs)) {
         (SignalExporter::Otlp, Some(endpoint)) => {
-            let exporter =
-                otlp_exporter!(LogExporter, otel.otlp_protocol, endpoint).map_err(|e| {
-                    InitError {
-                        signal: "log",
-                        message: e.to_string(),
-                    }
-                })?;
-            builder.with_batch_exporter(exporter).build()
+            let processor = otlp::log_processor(otel, endpoint).map_err(|e| InitError {
+                signal: "log",
+                message: e.to_string(),
+            })?;
+            builder.with_log_processor(processor).build()
         }
         (SignalExporter::Console, _) => builder
             .with_simple_exporter(opentelemetry_stdout::LogExporter::default())

@@ -6,6 +6,7 @@
 //! - `process`: process and Tokio runtime gauges;
 //! - `exposition`: `GET /metrics`;
 //! - `resource`: who is reporting (`service.name`, `service.instance.id`, …);
+//! - `otlp`: the OTLP exporters, their TLS, headers, compression and batching, the propagator;
 //! - `init`: the process-wide subscriber, tracer and logger providers (installed by `main`).
 
 pub mod business;
@@ -15,11 +16,10 @@ pub mod http;
 pub mod init;
 mod log_format;
 pub mod metrics;
+pub mod otlp;
 pub mod process;
 pub mod resource;
 pub mod span_pipeline;
-
-use std::time::Duration;
 
 use opentelemetry::trace::TraceContextExt;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -33,28 +33,3 @@ pub fn current_trace_id() -> Option<String> {
         .is_valid()
         .then(|| span_context.trace_id().to_string())
 }
-
-/// How long one OTLP export may take before it is abandoned.
-pub(crate) const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// An OTLP exporter (`SpanExporter`, `LogExporter`, `MetricExporter`) over the configured
-/// protocol. A macro because the three builders share their method names but no trait.
-macro_rules! otlp_exporter {
-    ($exporter:ty, $protocol:expr, $endpoint:expr) => {{
-        use opentelemetry_otlp::WithExportConfig;
-        match $protocol {
-            $crate::config::OtlpProtocol::Grpc => <$exporter>::builder()
-                .with_tonic()
-                .with_endpoint($endpoint)
-                .with_timeout($crate::telemetry::EXPORT_TIMEOUT)
-                .build(),
-            $crate::config::OtlpProtocol::HttpProtobuf => <$exporter>::builder()
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_endpoint($endpoint)
-                .with_timeout($crate::telemetry::EXPORT_TIMEOUT)
-                .build(),
-        }
-    }};
-}
-pub(crate) use otlp_exporter;
