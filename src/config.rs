@@ -265,9 +265,10 @@ pub struct OtelConfig {
     #[arg(long = "otel-bsp-max-queue-size", env = "OTEL_BSP_MAX_QUEUE_SIZE", value_name = "OTEL_BSP_MAX_QUEUE_SIZE", default_value = "2048", value_parser = parse_count)]
     pub bsp_max_queue_size: usize,
 
-    /// Most spans in one export; at most `OTEL_BSP_MAX_QUEUE_SIZE`.
-    #[arg(long = "otel-bsp-max-export-batch-size", env = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", value_name = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", default_value = "512", value_parser = parse_count)]
-    pub bsp_max_export_batch_size: usize,
+    /// Most spans in one export (512, or the queue size if smaller); at most
+    /// `OTEL_BSP_MAX_QUEUE_SIZE`.
+    #[arg(long = "otel-bsp-max-export-batch-size", env = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", value_name = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", value_parser = parse_count)]
+    pub bsp_max_export_batch_size: Option<usize>,
 
     /// Milliseconds between two log record exports.
     #[arg(long = "otel-blrp-schedule-delay", env = "OTEL_BLRP_SCHEDULE_DELAY", value_name = "OTEL_BLRP_SCHEDULE_DELAY", default_value = "1000", value_parser = parse_millis)]
@@ -281,9 +282,10 @@ pub struct OtelConfig {
     #[arg(long = "otel-blrp-max-queue-size", env = "OTEL_BLRP_MAX_QUEUE_SIZE", value_name = "OTEL_BLRP_MAX_QUEUE_SIZE", default_value = "2048", value_parser = parse_count)]
     pub blrp_max_queue_size: usize,
 
-    /// Most log records in one export; at most `OTEL_BLRP_MAX_QUEUE_SIZE`.
-    #[arg(long = "otel-blrp-max-export-batch-size", env = "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", value_name = "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", default_value = "512", value_parser = parse_count)]
-    pub blrp_max_export_batch_size: usize,
+    /// Most log records in one export (512, or the queue size if smaller); at most
+    /// `OTEL_BLRP_MAX_QUEUE_SIZE`.
+    #[arg(long = "otel-blrp-max-export-batch-size", env = "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", value_name = "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", value_parser = parse_count)]
+    pub blrp_max_export_batch_size: Option<usize>,
 
     /// Milliseconds one OTLP metric export may take before it is abandoned.
     #[arg(long = "otel-metric-export-timeout", env = "OTEL_METRIC_EXPORT_TIMEOUT", value_name = "OTEL_METRIC_EXPORT_TIMEOUT", default_value = "30000", value_parser = parse_millis)]

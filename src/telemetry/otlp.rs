@@ -166,14 +166,19 @@ pub fn metric_reader(
         .build())
 }
 
-/// The specification wants a batch no larger than the queue; the SDK would shrink it silently.
-fn batch_size(prefix: &str, batch: usize, queue: usize) -> Result<usize, OtlpError> {
-    if batch > queue {
-        return Err(OtlpError(format!(
+/// The export batch size when unset, as the specification has it.
+pub const DEFAULT_BATCH_SIZE: usize = 512;
+
+/// The specification wants a batch no larger than the queue: a batch size set larger is refused
+/// (the SDK would shrink it silently); the default shrinks to a smaller queue.
+fn batch_size(prefix: &str, batch: Option<usize>, queue: usize) -> Result<usize, OtlpError> {
+    match batch {
+        Some(batch) if batch > queue => Err(OtlpError(format!(
             "{prefix}_MAX_EXPORT_BATCH_SIZE ({batch}) is larger than {prefix}_MAX_QUEUE_SIZE ({queue})"
-        )));
+        ))),
+        Some(batch) => Ok(batch),
+        None => Ok(DEFAULT_BATCH_SIZE.min(queue)),
     }
-    Ok(batch)
 }
 
 /// One signal's exporter settings: its own variable where set, else the base one.
@@ -748,10 +753,58 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_larger_than_its_queue_is_refused() {
-        assert_eq!(batch_size("OTEL_BSP", 512, 2048).unwrap(), 512);
+    fn a_signal_setting_wins_over_the_base_one() {
+        use clap::Parser;
+        let otel = crate::config::Config::parse_from([
+            "items-api",
+            "--otel-exporter-otlp-headers=a=1,b=2",
+            "--otel-exporter-otlp-logs-headers=c=3",
+            "--otel-exporter-otlp-compression=gzip",
+            "--otel-exporter-otlp-metrics-compression=none",
+            "--otel-exporter-otlp-timeout=2500",
+            "--otel-exporter-otlp-traces-timeout=700",
+        ])
+        .otel;
+        let resolve = |signal| {
+            ExportSettings::resolve(&otel, signal, "http://collector:4318/x".into()).unwrap()
+        };
+        let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+            list.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let traces = resolve(Signal::Traces);
+        assert_eq!(traces.headers, pairs(&[("a", "1"), ("b", "2")]));
+        assert!(traces.gzip);
+        assert_eq!(traces.timeout, Duration::from_millis(700));
+        assert!(traces.tls.is_none(), "http:// needs no TLS");
+        let logs = resolve(Signal::Logs);
+        assert_eq!(logs.headers, pairs(&[("c", "3")]));
+        assert!(logs.gzip);
+        assert_eq!(logs.timeout, Duration::from_millis(2500));
+        let metrics = resolve(Signal::Metrics);
+        assert_eq!(metrics.headers, pairs(&[("a", "1"), ("b", "2")]));
+        assert!(!metrics.gzip);
+        assert_eq!(metrics.timeout, Duration::from_millis(2500));
+
+        let defaults = crate::config::Config::parse_from(["items-api"]).otel;
+        let plain =
+            ExportSettings::resolve(&defaults, Signal::Traces, "http://c:4318".into()).unwrap();
         assert_eq!(
-            batch_size("OTEL_BLRP", 1024, 512).unwrap_err().to_string(),
+            (plain.headers, plain.gzip, plain.timeout),
+            (vec![], false, DEFAULT_TIMEOUT)
+        );
+    }
+
+    #[test]
+    fn a_batch_larger_than_its_queue_is_refused() {
+        assert_eq!(batch_size("OTEL_BSP", None, 2048).unwrap(), 512);
+        assert_eq!(batch_size("OTEL_BSP", None, 100).unwrap(), 100);
+        assert_eq!(batch_size("OTEL_BSP", Some(100), 100).unwrap(), 100);
+        assert_eq!(
+            batch_size("OTEL_BLRP", Some(1024), 512)
+                .unwrap_err()
+                .to_string(),
             "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE (1024) is larger than OTEL_BLRP_MAX_QUEUE_SIZE (512)"
         );
     }

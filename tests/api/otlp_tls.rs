@@ -437,3 +437,68 @@ fn bad_otlp_settings_stop_start_up_with_one_line_naming_the_variable() {
         assert!(stderr.contains(&expected), "{env:?}: {stderr}");
     }
 }
+
+/// `OTEL_BSP_MAX_QUEUE_SIZE` is the cap on spans waiting for export: with a backend that takes
+/// the connection and never answers, exactly that many spans are taken for export and every
+/// later one is dropped and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_span_queue_holds_exactly_otel_bsp_max_queue_size() {
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", hole.local_addr().unwrap());
+    let _held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hole.accept().await {
+            held.push(socket);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut command = items_api(dir.path());
+    command
+        .stdout(std::process::Stdio::null())
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_LOGS_EXPORTER", "none")
+        .env("OTEL_BSP_MAX_QUEUE_SIZE", "64")
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        // No export finishes while the test runs.
+        .env("OTEL_EXPORTER_OTLP_TIMEOUT", "120000")
+        .env("OTEL_BSP_EXPORT_TIMEOUT", "120000");
+    let mut child = command.spawn().unwrap();
+    wait_for_port(port, &mut child);
+    let client = reqwest::Client::new();
+    for _ in 0..100 {
+        let answer = client
+            .get(format!("http://127.0.0.1:{port}/items?limit=1"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+    }
+    let scrape = client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let samples = crate::prom_text::parse(&scrape);
+    let processed =
+        crate::prom_text::select(&samples, "otel_sdk_processor_span_processed_total", &[]);
+    let accepted: Vec<f64> = processed
+        .iter()
+        .filter(|s| s.label("error_type").is_none())
+        .map(|s| s.value)
+        .collect();
+    let dropped: Vec<f64> = processed
+        .iter()
+        .filter(|s| s.label("error_type") == Some("queue_full"))
+        .map(|s| s.value)
+        .collect();
+    assert_eq!(accepted, vec![64.0], "{scrape}");
+    assert_eq!(dropped.len(), 1, "{scrape}");
+    assert!(dropped[0] >= 100.0 * 2.0 - 64.0, "{scrape}");
+}
