@@ -44,6 +44,16 @@ fn write(dir: &Path, name: &str, contents: &str) -> String {
 
 impl Exporting {
     fn start(endpoint: &str, protocol: &str, ca_pem: &str, client: &Pki) -> Self {
+        Self::start_with(endpoint, protocol, ca_pem, client, &[])
+    }
+
+    fn start_with(
+        endpoint: &str,
+        protocol: &str,
+        ca_pem: &str,
+        client: &Pki,
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let ca = write(dir.path(), "ca.pem", ca_pem);
@@ -64,6 +74,9 @@ impl Exporting {
             .env("OTEL_METRIC_EXPORT_INTERVAL", "300")
             .env("OTEL_BSP_SCHEDULE_DELAY", "100")
             .env("OTEL_BLRP_SCHEDULE_DELAY", "100");
+        for (key, value) in env {
+            command.env(key, value);
+        }
         let mut child = command.spawn().unwrap();
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let lines = stdout.clone();
@@ -501,4 +514,81 @@ async fn the_span_queue_holds_exactly_otel_bsp_max_queue_size() {
     assert_eq!(accepted, vec![64.0], "{scrape}");
     assert_eq!(dropped.len(), 1, "{scrape}");
     assert!(dropped[0] >= 100.0 * 2.0 - 64.0, "{scrape}");
+}
+
+/// A backend that answers too slowly fails every export (one ERROR line per signal); once it
+/// answers in time again, delivery resumes and one INFO line per signal says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_is_reported_once_and_its_end_once() {
+    let pki = Pki::generate();
+    let receiver = OtlpReceiver::start_tls(&pki).await;
+    receiver.set_delay(Duration::from_secs(2));
+    let app = Exporting::start_with(
+        &receiver.http_endpoint,
+        "http/protobuf",
+        &pki.ca_pem,
+        &pki,
+        &[("OTEL_EXPORTER_OTLP_TIMEOUT", "300")],
+    );
+    let outage = Instant::now();
+    while outage.elapsed() < Duration::from_secs(2) {
+        app.requests().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    receiver.set_delay(Duration::ZERO);
+    let metric_exports = receiver.received.metrics.lock().unwrap().len();
+    let trace_id = app.requests().await;
+    receiver
+        .wait_for(Duration::from_secs(20), "a span after the outage", |r| {
+            has_server_span(r, &trace_id)
+        })
+        .await;
+    receiver
+        .wait_for(
+            Duration::from_secs(20),
+            "a log record after the outage",
+            |r| has_log_record(r, &trace_id),
+        )
+        .await;
+    receiver
+        .wait_for(Duration::from_secs(20), "metrics after the outage", |r| {
+            r.metrics.lock().unwrap().len() > metric_exports + 1
+        })
+        .await;
+    let lines = app.stop();
+
+    let reports = |level: &str| -> Vec<(String, String)> {
+        let mut reports: Vec<(String, String)> = lines
+            .iter()
+            .filter(|l| l["level"] == level && l["target"] == "items_api::telemetry::otlp")
+            .map(|l| {
+                (
+                    l["signal"].as_str().unwrap().to_owned(),
+                    l["message"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        reports.sort();
+        reports
+    };
+    let url = |path: &str| format!("{}/v1/{path}", receiver.http_endpoint);
+    let errors = reports("ERROR");
+    assert_eq!(
+        errors.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(),
+        ["log", "metric", "trace"],
+        "{errors:#?}"
+    );
+    for ((signal, message), path) in errors.iter().zip(["logs", "metrics", "traces"]) {
+        let prefix = format!("OTLP {signal} export to {} failed: ", url(path));
+        assert!(message.starts_with(&prefix), "{message}");
+    }
+    assert_eq!(
+        reports("INFO"),
+        [("log", "logs"), ("metric", "metrics"), ("trace", "traces")]
+            .map(|(signal, path)| (
+                signal.to_owned(),
+                format!("OTLP {signal} export to {} works again", url(path))
+            ))
+            .to_vec()
+    );
 }
