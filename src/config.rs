@@ -299,9 +299,18 @@ pub struct Propagators {
     pub baggage: bool,
 }
 
-/// OTLP headers as `(name, value)`: names checked, values URL-decoded and checked.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// OTLP headers as `(name, value)`: names checked, values URL-decoded and checked. Values are
+/// often credentials, so `Debug` shows the names only.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct OtlpHeaders(pub Vec<(String, String)>);
+
+impl std::fmt::Debug for OtlpHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| format!("{name}=…")))
+            .finish()
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OtlpCompression {
@@ -641,6 +650,8 @@ mod tests {
             ]))
         );
         assert_eq!(parse_headers(""), Ok(OtlpHeaders(vec![])));
+        let secret = parse_headers("authorization=Bearer%20s3cret").unwrap();
+        assert_eq!(format!("{secret:?}"), r#"["authorization=…"]"#);
         assert_eq!(
             parse_headers("a=1,broken"),
             Err("`broken` is not key=value".into())
