@@ -3,7 +3,8 @@
 //! the in-process receiver serving a certificate from a CA made at test time, with a client
 //! certificate (mutual TLS), extra headers and gzip. With a CA that did not sign the server's
 //! certificate, requests are still answered, nothing is delivered, and the binary says so once
-//! per signal.
+//! per signal. Also: per-signal certificates, an outage and its end reported once each, the span
+//! queue cap following `OTEL_BSP_MAX_QUEUE_SIZE`, and bad OTLP settings stopping start-up.
 
 use std::{
     collections::BTreeSet,
@@ -590,5 +591,52 @@ async fn an_outage_is_reported_once_and_its_end_once() {
                 format!("OTLP {signal} export to {} works again", url(path))
             ))
             .to_vec()
+    );
+}
+
+/// A per-signal certificate wins over the base one: traces trust the receiver's CA and arrive,
+/// logs and metrics trust an unrelated CA and are refused, each said once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_certificate_overrides_the_base_one() {
+    let pki = Pki::generate();
+    let unrelated = Pki::generate();
+    let receiver = OtlpReceiver::start_tls(&pki).await;
+    let dir = tempfile::tempdir().unwrap();
+    let right = write(dir.path(), "right-ca.pem", &pki.ca_pem);
+    let app = Exporting::start_with(
+        &receiver.grpc_endpoint,
+        "grpc",
+        &unrelated.ca_pem,
+        &pki,
+        &[("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", right.as_str())],
+    );
+    let trace_id = app.requests().await;
+    receiver
+        .wait_for(Duration::from_secs(20), "the 404's span", |r| {
+            has_server_span(r, &trace_id)
+        })
+        .await;
+    let started = Instant::now();
+    while received_refusals(&receiver) < 6 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "logs and metrics were never refused"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lines = app.stop();
+
+    assert_eq!(receiver.received.logs.lock().unwrap().len(), 0);
+    assert_eq!(receiver.received.metrics.lock().unwrap().len(), 0);
+    let refused: BTreeSet<&str> = lines
+        .iter()
+        .filter(|l| l["level"] == "ERROR")
+        .map(|l| l["signal"].as_str().unwrap())
+        .collect();
+    assert_eq!(refused, BTreeSet::from(["log", "metric"]));
+    assert_eq!(
+        lines.iter().filter(|l| l["level"] == "ERROR").count(),
+        2,
+        "one line per refused signal"
     );
 }
