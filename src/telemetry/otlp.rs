@@ -512,6 +512,25 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// Error chains rendered by the crates repeat themselves ("tcp connect error: tcp connect error:
+/// …", "invalid peer certificate: UnknownIssuer: invalid peer certificate: UnknownIssuer"): a run
+/// of `: `-separated parts that repeats right after itself is said once.
+fn without_repeats(text: &str) -> String {
+    let mut parts: Vec<&str> = text.split(": ").collect();
+    let mut i = 0;
+    while i < parts.len() {
+        let repeat =
+            (1..=(parts.len() - i) / 2).find(|&k| parts[i..i + k] == parts[i + k..i + 2 * k]);
+        match repeat {
+            Some(k) => {
+                parts.drain(i + k..i + 2 * k);
+            }
+            None => i += 1,
+        }
+    }
+    parts.join(": ")
+}
+
 /// The state behind one signal's exporter: its deadline, and whether it is failing.
 #[derive(Debug)]
 struct Watch {
@@ -570,6 +589,7 @@ impl Watch {
                     .ok()
                     .and_then(|mut slot| slot.take())
                     .unwrap_or_else(|| error.to_string());
+                let cause = without_repeats(&cause);
                 if self.failing.swap(true, Ordering::Relaxed) {
                     tracing::debug!(
                         signal = self.signal,
@@ -794,6 +814,24 @@ mod tests {
             (plain.headers, plain.gzip, plain.timeout),
             (vec![], false, DEFAULT_TIMEOUT)
         );
+    }
+
+    #[test]
+    fn repeated_causes_are_said_once() {
+        assert_eq!(
+            without_repeats(
+                "Unavailable: transport error: invalid peer certificate: UnknownIssuer: invalid peer certificate: UnknownIssuer"
+            ),
+            "Unavailable: transport error: invalid peer certificate: UnknownIssuer"
+        );
+        assert_eq!(
+            without_repeats(
+                "tcp connect error: tcp connect error: Connection refused (os error 111)"
+            ),
+            "tcp connect error: Connection refused (os error 111)"
+        );
+        assert_eq!(without_repeats("a: b: a: c"), "a: b: a: c");
+        assert_eq!(without_repeats(""), "");
     }
 
     #[test]
