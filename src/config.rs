@@ -1,7 +1,7 @@
 //! Runtime configuration: every setting is a `--flag` and an environment variable (docs/DESIGN.md §7).
 //! Values are parsed and checked here, so a bad value stops start-up before anything is opened.
 
-use std::{net::SocketAddr, str::FromStr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
 use clap::{ArgAction, Args, Parser, ValueEnum};
 
@@ -130,6 +130,206 @@ pub struct OtelConfig {
     /// The ratio (0..=1) of the `traceidratio` samplers.
     #[arg(long = "otel-traces-sampler-arg", env = "OTEL_TRACES_SAMPLER_ARG", value_parser = parse_ratio)]
     pub traces_sampler_arg: Option<f64>,
+
+    /// Context propagation on incoming requests: `tracecontext`, `baggage`, a comma-separated
+    /// mix, or `none`.
+    #[arg(long = "otel-propagators", env = "OTEL_PROPAGATORS", value_name = "OTEL_PROPAGATORS", default_value = "tracecontext,baggage", value_parser = parse_propagators)]
+    pub propagators: Propagators,
+
+    /// Extra headers on every OTLP export, `key=value,key2=value2` (values URL-encoded).
+    #[arg(long = "otel-exporter-otlp-headers", env = "OTEL_EXPORTER_OTLP_HEADERS", value_name = "OTEL_EXPORTER_OTLP_HEADERS", hide_env_values = true, value_parser = parse_headers)]
+    pub otlp_headers: Option<OtlpHeaders>,
+
+    /// Headers for trace exports; replaces the base list.
+    #[arg(long = "otel-exporter-otlp-traces-headers", env = "OTEL_EXPORTER_OTLP_TRACES_HEADERS", value_name = "OTEL_EXPORTER_OTLP_TRACES_HEADERS", hide_env_values = true, value_parser = parse_headers)]
+    pub otlp_traces_headers: Option<OtlpHeaders>,
+
+    /// Headers for metric exports; replaces the base list.
+    #[arg(long = "otel-exporter-otlp-metrics-headers", env = "OTEL_EXPORTER_OTLP_METRICS_HEADERS", value_name = "OTEL_EXPORTER_OTLP_METRICS_HEADERS", hide_env_values = true, value_parser = parse_headers)]
+    pub otlp_metrics_headers: Option<OtlpHeaders>,
+
+    /// Headers for log exports; replaces the base list.
+    #[arg(long = "otel-exporter-otlp-logs-headers", env = "OTEL_EXPORTER_OTLP_LOGS_HEADERS", value_name = "OTEL_EXPORTER_OTLP_LOGS_HEADERS", hide_env_values = true, value_parser = parse_headers)]
+    pub otlp_logs_headers: Option<OtlpHeaders>,
+
+    /// `gzip` or `none` (the default), for every OTLP export.
+    #[arg(
+        long = "otel-exporter-otlp-compression",
+        env = "OTEL_EXPORTER_OTLP_COMPRESSION",
+        value_name = "OTEL_EXPORTER_OTLP_COMPRESSION",
+        value_enum
+    )]
+    pub otlp_compression: Option<OtlpCompression>,
+
+    /// Compression of trace exports; overrides the base one.
+    #[arg(
+        long = "otel-exporter-otlp-traces-compression",
+        env = "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+        value_name = "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+        value_enum
+    )]
+    pub otlp_traces_compression: Option<OtlpCompression>,
+
+    /// Compression of metric exports; overrides the base one.
+    #[arg(
+        long = "otel-exporter-otlp-metrics-compression",
+        env = "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
+        value_name = "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
+        value_enum
+    )]
+    pub otlp_metrics_compression: Option<OtlpCompression>,
+
+    /// Compression of log exports; overrides the base one.
+    #[arg(
+        long = "otel-exporter-otlp-logs-compression",
+        env = "OTEL_EXPORTER_OTLP_LOGS_COMPRESSION",
+        value_name = "OTEL_EXPORTER_OTLP_LOGS_COMPRESSION",
+        value_enum
+    )]
+    pub otlp_logs_compression: Option<OtlpCompression>,
+
+    /// Milliseconds one OTLP export (retries included) may take; 10000 when unset.
+    #[arg(long = "otel-exporter-otlp-timeout", env = "OTEL_EXPORTER_OTLP_TIMEOUT", value_name = "OTEL_EXPORTER_OTLP_TIMEOUT", value_parser = parse_millis)]
+    pub otlp_timeout: Option<Duration>,
+
+    /// Timeout of trace exports, in milliseconds; overrides the base one.
+    #[arg(long = "otel-exporter-otlp-traces-timeout", env = "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", value_name = "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", value_parser = parse_millis)]
+    pub otlp_traces_timeout: Option<Duration>,
+
+    /// Timeout of metric exports, in milliseconds; overrides the base one.
+    #[arg(long = "otel-exporter-otlp-metrics-timeout", env = "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", value_name = "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", value_parser = parse_millis)]
+    pub otlp_metrics_timeout: Option<Duration>,
+
+    /// Timeout of log exports, in milliseconds; overrides the base one.
+    #[arg(long = "otel-exporter-otlp-logs-timeout", env = "OTEL_EXPORTER_OTLP_LOGS_TIMEOUT", value_name = "OTEL_EXPORTER_OTLP_LOGS_TIMEOUT", value_parser = parse_millis)]
+    pub otlp_logs_timeout: Option<Duration>,
+
+    /// PEM file of the CA(s) that sign the backend's certificate; when set, the only roots
+    /// trusted (else the system's).
+    #[arg(long = "otel-exporter-otlp-certificate", env = "OTEL_EXPORTER_OTLP_CERTIFICATE", value_name = "OTEL_EXPORTER_OTLP_CERTIFICATE", value_parser = parse_certificate_file)]
+    pub otlp_certificate: Option<PemFile>,
+
+    /// CA file for trace exports; overrides the base one.
+    #[arg(long = "otel-exporter-otlp-traces-certificate", env = "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", value_name = "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", value_parser = parse_certificate_file)]
+    pub otlp_traces_certificate: Option<PemFile>,
+
+    /// CA file for metric exports; overrides the base one.
+    #[arg(long = "otel-exporter-otlp-metrics-certificate", env = "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", value_name = "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", value_parser = parse_certificate_file)]
+    pub otlp_metrics_certificate: Option<PemFile>,
+
+    /// CA file for log exports; overrides the base one.
+    #[arg(long = "otel-exporter-otlp-logs-certificate", env = "OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE", value_name = "OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE", value_parser = parse_certificate_file)]
+    pub otlp_logs_certificate: Option<PemFile>,
+
+    /// PEM client certificate (chain) for mutual TLS; needs the matching client key.
+    #[arg(long = "otel-exporter-otlp-client-certificate", env = "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", value_name = "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", value_parser = parse_certificate_file)]
+    pub otlp_client_certificate: Option<PemFile>,
+
+    /// Client certificate for trace exports; overrides the base one.
+    #[arg(long = "otel-exporter-otlp-traces-client-certificate", env = "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", value_name = "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", value_parser = parse_certificate_file)]
+    pub otlp_traces_client_certificate: Option<PemFile>,
+
+    /// Client certificate for metric exports; overrides the base one.
+    #[arg(long = "otel-exporter-otlp-metrics-client-certificate", env = "OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE", value_name = "OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE", value_parser = parse_certificate_file)]
+    pub otlp_metrics_client_certificate: Option<PemFile>,
+
+    /// Client certificate for log exports; overrides the base one.
+    #[arg(long = "otel-exporter-otlp-logs-client-certificate", env = "OTEL_EXPORTER_OTLP_LOGS_CLIENT_CERTIFICATE", value_name = "OTEL_EXPORTER_OTLP_LOGS_CLIENT_CERTIFICATE", value_parser = parse_certificate_file)]
+    pub otlp_logs_client_certificate: Option<PemFile>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the client certificate.
+    #[arg(long = "otel-exporter-otlp-client-key", env = "OTEL_EXPORTER_OTLP_CLIENT_KEY", value_name = "OTEL_EXPORTER_OTLP_CLIENT_KEY", value_parser = parse_private_key_file)]
+    pub otlp_client_key: Option<PemFile>,
+
+    /// Client key for trace exports; overrides the base one.
+    #[arg(long = "otel-exporter-otlp-traces-client-key", env = "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", value_name = "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", value_parser = parse_private_key_file)]
+    pub otlp_traces_client_key: Option<PemFile>,
+
+    /// Client key for metric exports; overrides the base one.
+    #[arg(long = "otel-exporter-otlp-metrics-client-key", env = "OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY", value_name = "OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY", value_parser = parse_private_key_file)]
+    pub otlp_metrics_client_key: Option<PemFile>,
+
+    /// Client key for log exports; overrides the base one.
+    #[arg(long = "otel-exporter-otlp-logs-client-key", env = "OTEL_EXPORTER_OTLP_LOGS_CLIENT_KEY", value_name = "OTEL_EXPORTER_OTLP_LOGS_CLIENT_KEY", value_parser = parse_private_key_file)]
+    pub otlp_logs_client_key: Option<PemFile>,
+
+    /// Milliseconds between two span exports.
+    #[arg(long = "otel-bsp-schedule-delay", env = "OTEL_BSP_SCHEDULE_DELAY", value_name = "OTEL_BSP_SCHEDULE_DELAY", default_value = "5000", value_parser = parse_millis)]
+    pub bsp_schedule_delay: Duration,
+
+    /// Milliseconds one span export may take before it is abandoned.
+    #[arg(long = "otel-bsp-export-timeout", env = "OTEL_BSP_EXPORT_TIMEOUT", value_name = "OTEL_BSP_EXPORT_TIMEOUT", default_value = "30000", value_parser = parse_millis)]
+    pub bsp_export_timeout: Duration,
+
+    /// Finished spans that may wait for export; past it they are dropped and counted.
+    #[arg(long = "otel-bsp-max-queue-size", env = "OTEL_BSP_MAX_QUEUE_SIZE", value_name = "OTEL_BSP_MAX_QUEUE_SIZE", default_value = "2048", value_parser = parse_count)]
+    pub bsp_max_queue_size: usize,
+
+    /// Most spans in one export (512, or the queue size if smaller); at most
+    /// `OTEL_BSP_MAX_QUEUE_SIZE`.
+    #[arg(long = "otel-bsp-max-export-batch-size", env = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", value_name = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", value_parser = parse_count)]
+    pub bsp_max_export_batch_size: Option<usize>,
+
+    /// Milliseconds between two log record exports.
+    #[arg(long = "otel-blrp-schedule-delay", env = "OTEL_BLRP_SCHEDULE_DELAY", value_name = "OTEL_BLRP_SCHEDULE_DELAY", default_value = "1000", value_parser = parse_millis)]
+    pub blrp_schedule_delay: Duration,
+
+    /// Milliseconds one log record export may take before it is abandoned.
+    #[arg(long = "otel-blrp-export-timeout", env = "OTEL_BLRP_EXPORT_TIMEOUT", value_name = "OTEL_BLRP_EXPORT_TIMEOUT", default_value = "30000", value_parser = parse_millis)]
+    pub blrp_export_timeout: Duration,
+
+    /// Log records that may wait for export; past it they are dropped.
+    #[arg(long = "otel-blrp-max-queue-size", env = "OTEL_BLRP_MAX_QUEUE_SIZE", value_name = "OTEL_BLRP_MAX_QUEUE_SIZE", default_value = "2048", value_parser = parse_count)]
+    pub blrp_max_queue_size: usize,
+
+    /// Most log records in one export (512, or the queue size if smaller); at most
+    /// `OTEL_BLRP_MAX_QUEUE_SIZE`.
+    #[arg(long = "otel-blrp-max-export-batch-size", env = "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", value_name = "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", value_parser = parse_count)]
+    pub blrp_max_export_batch_size: Option<usize>,
+
+    /// Milliseconds one OTLP metric export may take before it is abandoned.
+    #[arg(long = "otel-metric-export-timeout", env = "OTEL_METRIC_EXPORT_TIMEOUT", value_name = "OTEL_METRIC_EXPORT_TIMEOUT", default_value = "30000", value_parser = parse_millis)]
+    pub metric_export_timeout: Duration,
+}
+
+/// Which propagators read (and would write) trace context and baggage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Propagators {
+    pub tracecontext: bool,
+    pub baggage: bool,
+}
+
+/// OTLP headers as `(name, value)`: names checked, values URL-decoded and checked. Values are
+/// often credentials, so `Debug` shows the names only.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct OtlpHeaders(pub Vec<(String, String)>);
+
+impl std::fmt::Debug for OtlpHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| format!("{name}=…")))
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OtlpCompression {
+    Gzip,
+    None,
+}
+
+/// A PEM file named by a setting, read and checked at start-up. Its contents never appear in
+/// `Debug` output (it may be a private key).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PemFile {
+    pub path: PathBuf,
+    pub pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for PemFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PemFile({})", self.path.display())
+    }
 }
 
 /// Which readers the meter provider gets.
@@ -330,6 +530,83 @@ fn parse_metrics_exporters(s: &str) -> Result<MetricsExporters, String> {
     Ok(exporters)
 }
 
+fn parse_propagators(s: &str) -> Result<Propagators, String> {
+    let mut propagators = Propagators::default();
+    for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        match name {
+            "tracecontext" => propagators.tracecontext = true,
+            "baggage" => propagators.baggage = true,
+            "none" => {}
+            other => {
+                return Err(format!(
+                    "unknown propagator `{other}`: use tracecontext, baggage or none"
+                ))
+            }
+        }
+    }
+    Ok(propagators)
+}
+
+/// `key=value,key2=value2` as the OTLP exporter specification has it: keys and values trimmed,
+/// values URL-decoded. Anything the exporters would silently drop is refused here instead.
+fn parse_headers(s: &str) -> Result<OtlpHeaders, String> {
+    let mut headers = Vec::new();
+    for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((name, value)) = entry.split_once('=') else {
+            return Err(format!("`{entry}` is not key=value"));
+        };
+        let (name, value) = (name.trim(), value.trim());
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(format!("`{name}` is not a valid header name"));
+        }
+        let decoded = percent_encoding::percent_decode_str(value)
+            .decode_utf8()
+            .map_err(|_| format!("the value of `{name}` is not URL-encoded UTF-8"))?;
+        if decoded.is_empty() {
+            return Err(format!("`{name}` has an empty value"));
+        }
+        if http::HeaderValue::from_str(&decoded).is_err() {
+            return Err(format!("the value of `{name}` is not a valid header value"));
+        }
+        headers.push((name.to_ascii_lowercase(), decoded.into_owned()));
+    }
+    Ok(OtlpHeaders(headers))
+}
+
+fn read_pem(path: &str) -> Result<PemFile, String> {
+    let path = PathBuf::from(path.trim());
+    let pem = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(PemFile { path, pem })
+}
+
+fn parse_certificate_file(s: &str) -> Result<PemFile, String> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let file = read_pem(s)?;
+    let certificates = CertificateDer::pem_slice_iter(&file.pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{} is not PEM ({e})", file.path.display()))?;
+    if certificates.is_empty() {
+        return Err(format!("{} holds no PEM certificate", file.path.display()));
+    }
+    Ok(file)
+}
+
+fn parse_private_key_file(s: &str) -> Result<PemFile, String> {
+    use rustls::pki_types::{pem::PemObject, PrivateKeyDer};
+    let file = read_pem(s)?;
+    PrivateKeyDer::from_pem_slice(&file.pem)
+        .map_err(|e| format!("{} holds no PEM private key ({e})", file.path.display()))?;
+    Ok(file)
+}
+
+fn parse_count(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be larger than 0".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err("not a whole number".into()),
+    }
+}
+
 fn parse_log_filter(s: &str) -> Result<String, String> {
     tracing_subscriber::EnvFilter::try_new(s)
         .map(|_| s.to_owned())
@@ -361,6 +638,96 @@ mod tests {
         assert!(parse_ratio("1.5").is_err());
         assert_eq!(parse_duration("150ms"), Ok(Duration::from_millis(150)));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn otlp_headers_are_key_value_pairs_with_url_encoded_values() {
+        assert_eq!(
+            parse_headers(" X-Tenant = acme%20corp ,authorization=Bearer%20a%3Db,"),
+            Ok(OtlpHeaders(vec![
+                ("x-tenant".into(), "acme corp".into()),
+                ("authorization".into(), "Bearer a=b".into()),
+            ]))
+        );
+        assert_eq!(parse_headers(""), Ok(OtlpHeaders(vec![])));
+        let secret = parse_headers("authorization=Bearer%20s3cret").unwrap();
+        assert_eq!(format!("{secret:?}"), r#"["authorization=…"]"#);
+        assert_eq!(
+            parse_headers("a=1,broken"),
+            Err("`broken` is not key=value".into())
+        );
+        assert_eq!(
+            parse_headers("=1"),
+            Err("`` is not a valid header name".into())
+        );
+        assert_eq!(
+            parse_headers("bad key=1"),
+            Err("`bad key` is not a valid header name".into())
+        );
+        assert_eq!(parse_headers("a="), Err("`a` has an empty value".into()));
+        assert_eq!(
+            parse_headers("a=%0A"),
+            Err("the value of `a` is not a valid header value".into())
+        );
+        assert_eq!(
+            parse_headers("a=%FF"),
+            Err("the value of `a` is not URL-encoded UTF-8".into())
+        );
+    }
+
+    #[test]
+    fn propagators_are_a_known_list_or_none() {
+        let both = Propagators {
+            tracecontext: true,
+            baggage: true,
+        };
+        assert_eq!(Config::parse_from(["items-api"]).otel.propagators, both);
+        assert_eq!(parse_propagators("baggage, tracecontext,baggage"), Ok(both));
+        assert_eq!(
+            parse_propagators("tracecontext"),
+            Ok(Propagators {
+                tracecontext: true,
+                baggage: false
+            })
+        );
+        assert_eq!(parse_propagators("none"), Ok(Propagators::default()));
+        assert_eq!(
+            parse_propagators("tracecontext,b3"),
+            Err("unknown propagator `b3`: use tracecontext, baggage or none".into())
+        );
+    }
+
+    #[test]
+    fn pem_files_are_read_and_checked_at_parse_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let missing = missing.to_str().unwrap();
+        assert_eq!(
+            parse_certificate_file(missing),
+            Err(format!(
+                "cannot read {missing}: No such file or directory (os error 2)"
+            ))
+        );
+        let text = dir.path().join("text.pem");
+        std::fs::write(&text, "hello").unwrap();
+        let text = text.to_str().unwrap();
+        assert_eq!(
+            parse_certificate_file(text),
+            Err(format!("{text} holds no PEM certificate"))
+        );
+        assert!(parse_private_key_file(text)
+            .unwrap_err()
+            .starts_with(&format!("{text} holds no PEM private key")));
+        let cert = dir.path().join("cert.pem");
+        // A syntactically valid PEM block is enough here; rustls judges the DER at start-up.
+        std::fs::write(
+            &cert,
+            "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let file = parse_certificate_file(cert.to_str().unwrap()).unwrap();
+        assert_eq!(file.path, cert);
+        assert_eq!(format!("{file:?}"), format!("PemFile({})", cert.display()));
     }
 
     #[test]

@@ -202,10 +202,7 @@ impl HttpInstruments {
             [
                 KeyValue::new(HTTP_REQUEST_METHOD, METHODS[labels.method]),
                 KeyValue::new(HTTP_ROUTE, labels.route_name),
-                KeyValue::new(
-                    HTTP_RESPONSE_STATUS_CODE,
-                    i64::from(labels.status.as_u16()),
-                ),
+                KeyValue::new(HTTP_RESPONSE_STATUS_CODE, i64::from(labels.status.as_u16())),
             ]
         };
         let duration_attributes = || {
@@ -217,9 +214,9 @@ impl HttpInstruments {
             }
             attributes
         };
-        let cell = status_slot(labels.status).filter(|_| labels.route < self.routes).map(
-            |status| (labels.route * METHODS.len() + labels.method) * STATUSES.len() + status,
-        );
+        let cell = status_slot(labels.status)
+            .filter(|_| labels.route < self.routes)
+            .map(|status| (labels.route * METHODS.len() + labels.method) * STATUSES.len() + status);
         match (cell, protocol_slot(labels.protocol)) {
             (Some(cell), Some(protocol)) if labels.scheme == "http" => {
                 self.bound_duration[cell * PROTOCOLS.len() + protocol]
@@ -230,7 +227,11 @@ impl HttpInstruments {
         }
         let sizes = [
             (request_size, &self.request_size, &self.bound_request_size),
-            (response_size, &self.response_size, &self.bound_response_size),
+            (
+                response_size,
+                &self.response_size,
+                &self.bound_response_size,
+            ),
         ];
         for (size, histogram, bound) in sizes {
             let Some(size) = size else { continue };

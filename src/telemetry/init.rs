@@ -8,17 +8,15 @@
 //! `trace_id`.
 //!
 //! Failure isolation: both providers use the SDK's batch processors, which run exports on their
-//! own threads with bounded queues (2048 spans, 2048 log records; the rest are dropped, and
+//! own threads with bounded queues (`OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BLRP_MAX_QUEUE_SIZE`, 2048 by default; the rest are dropped, and
 //! dropped spans are counted on `/metrics`), so a slow or dead backend never blocks a request.
 
 use std::sync::OnceLock;
 
 use opentelemetry::{global, trace::TracerProvider as _};
 use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
-use opentelemetry_otlp::{LogExporter, SpanExporter};
 use opentelemetry_sdk::{
     logs::SdkLoggerProvider,
-    propagation::TraceContextPropagator,
     trace::{Sampler, SdkTracer, SdkTracerProvider},
     Resource,
 };
@@ -33,14 +31,10 @@ use tracing_subscriber::{
 
 use super::{
     log_format::{JsonWithTraceIds, TextWithTraceIds},
-    otlp_exporter,
-    span_pipeline::BoundedSpanProcessor,
+    otlp,
     stdout::{self, LineSafe},
 };
 use crate::config::{Config, LogFormat, OtelConfig, SamplerKind, Signal, SignalExporter};
-
-/// Spans that may wait for export; past it they are dropped and counted.
-const SPAN_QUEUE: usize = 2048;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot set up {signal} export: {message}")]
@@ -92,7 +86,7 @@ impl Drop for TelemetryGuard {
 /// exporter binds to it).
 pub fn init(config: &Config, resource: Resource) -> Result<TelemetryGuard, InitError> {
     let otel = &config.otel;
-    global::set_text_map_propagator(TraceContextPropagator::new());
+    global::set_text_map_propagator(otlp::propagator(otel.propagators));
 
     // `OTEL_TRACES_EXPORTER=none` means no spans at all, and answers carry no trace ids.
     let tracer_provider = (!otel.sdk_disabled && otel.traces_exporter != SignalExporter::None)
@@ -136,6 +130,7 @@ pub fn init(config: &Config, resource: Resource) -> Result<TelemetryGuard, InitE
             .with_filter(events().and(not_exporters).and(log_filter()))
     });
     tracing_subscriber::registry()
+        .with(otlp::quiet_sdk_export_errors())
         .with(stdout)
         .with(logs)
         .init();
@@ -155,14 +150,11 @@ fn tracer_provider(otel: &OtelConfig, resource: Resource) -> Result<SdkTracerPro
         .with_sampler(sampler(otel));
     match (otel.traces_exporter, otel.endpoint(Signal::Traces)) {
         (SignalExporter::Otlp, Some(endpoint)) => {
-            let exporter =
-                otlp_exporter!(SpanExporter, otel.otlp_protocol, endpoint).map_err(|e| {
-                    InitError {
-                        signal: "trace",
-                        message: e.to_string(),
-                    }
-                })?;
-            builder = builder.with_span_processor(BoundedSpanProcessor::new(exporter, SPAN_QUEUE));
+            let processor = otlp::span_processor(otel, endpoint).map_err(|e| InitError {
+                signal: "trace",
+                message: e.to_string(),
+            })?;
+            builder = builder.with_span_processor(processor);
         }
         (SignalExporter::Console, _) => {
             builder = builder.with_simple_exporter(opentelemetry_stdout::SpanExporter::default());
@@ -180,14 +172,11 @@ fn logger_provider(
     let builder = SdkLoggerProvider::builder().with_resource(resource);
     let provider = match (otel.logs_exporter, otel.endpoint(Signal::Logs)) {
         (SignalExporter::Otlp, Some(endpoint)) => {
-            let exporter =
-                otlp_exporter!(LogExporter, otel.otlp_protocol, endpoint).map_err(|e| {
-                    InitError {
-                        signal: "log",
-                        message: e.to_string(),
-                    }
-                })?;
-            builder.with_batch_exporter(exporter).build()
+            let processor = otlp::log_processor(otel, endpoint).map_err(|e| InitError {
+                signal: "log",
+                message: e.to_string(),
+            })?;
+            builder.with_log_processor(processor).build()
         }
         (SignalExporter::Console, _) => builder
             .with_simple_exporter(opentelemetry_stdout::LogExporter::default())

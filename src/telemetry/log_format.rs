@@ -7,6 +7,8 @@
 use std::fmt;
 
 use opentelemetry::trace::TraceContextExt;
+
+use super::server_span::hex_into;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::{
     fmt::{format::Writer, FmtContext, FormatEvent, FormatFields},
@@ -45,12 +47,10 @@ where
         let span_context = span.span_context();
         if span_context.is_valid() && !line.has_ids {
             // Hex ids need no escaping.
-            let ids = format!(
-                ",\"trace_id\":\"{}\",\"span_id\":\"{}\"",
-                span_context.trace_id(),
-                span_context.span_id()
-            );
-            line.buf.extend_from_slice(ids.as_bytes());
+            let mut ids = *b",\"trace_id\":\"________________________________\",\"span_id\":\"________________\"";
+            hex_into(&mut ids[13..45], &span_context.trace_id().to_bytes());
+            hex_into(&mut ids[58..74], &span_context.span_id().to_bytes());
+            line.buf.extend_from_slice(&ids);
         }
         line.buf.push(b'}');
         let text = std::str::from_utf8(&line.buf).map_err(|_| fmt::Error)?;

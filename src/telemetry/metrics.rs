@@ -2,13 +2,9 @@
 //! in one test process never share a counter, and `/metrics` shows exactly one app's numbers.
 
 use opentelemetry::metrics::{Meter, MeterProvider};
-use opentelemetry_otlp::MetricExporter;
-use opentelemetry_sdk::{
-    metrics::{PeriodicReader, SdkMeterProvider},
-    Resource,
-};
+use opentelemetry_sdk::{metrics::SdkMeterProvider, Resource};
 
-use super::{exposition::MetricsEndpoint, otlp_exporter};
+use super::{exposition::MetricsEndpoint, otlp};
 use crate::config::{OtelConfig, Signal};
 
 pub struct Metrics {
@@ -44,11 +40,8 @@ impl Metrics {
                         .into(),
                 )
             })?;
-            let exporter = otlp_exporter!(MetricExporter, otel.otlp_protocol, endpoint)
-                .map_err(|e| MetricsError(format!("OTLP metric exporter: {e}")))?;
-            let reader = PeriodicReader::builder(exporter)
-                .with_interval(otel.metric_export_interval)
-                .build();
+            let reader =
+                otlp::metric_reader(otel, endpoint).map_err(|e| MetricsError(e.to_string()))?;
             builder = builder.with_reader(reader);
         }
         let provider = builder.build();

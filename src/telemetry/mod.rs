@@ -10,6 +10,7 @@
 //! - `span_pipeline`: accounting for finished spans on their way out;
 //! - `stdout`, `log_format`: the non-blocking stdout and its line formats;
 //! - `resource`: who is reporting (`service.name`, `service.instance.id`, …);
+//! - `otlp`: the OTLP exporters, their TLS, headers, compression and batching, the propagator;
 //! - `init`: the process-wide subscriber, tracer and logger providers (installed by `main`).
 //!
 //! Telemetry depends on `config` only: nothing here knows the API or the store.
@@ -22,13 +23,12 @@ mod http_metrics;
 pub mod init;
 mod log_format;
 pub mod metrics;
+pub mod otlp;
 pub mod process;
 pub mod resource;
 mod server_span;
 pub mod span_pipeline;
 mod stdout;
-
-use std::time::Duration;
 
 use opentelemetry::trace::TraceContextExt;
 
@@ -93,28 +93,3 @@ pub fn current_trace_id() -> Option<String> {
         .is_valid()
         .then(|| span_context.trace_id().to_string())
 }
-
-/// How long one OTLP export may take before it is abandoned.
-pub(crate) const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// An OTLP exporter (`SpanExporter`, `LogExporter`, `MetricExporter`) over the configured
-/// protocol. A macro because the three builders share their method names but no trait.
-macro_rules! otlp_exporter {
-    ($exporter:ty, $protocol:expr, $endpoint:expr) => {{
-        use opentelemetry_otlp::WithExportConfig;
-        match $protocol {
-            $crate::config::OtlpProtocol::Grpc => <$exporter>::builder()
-                .with_tonic()
-                .with_endpoint($endpoint)
-                .with_timeout($crate::telemetry::EXPORT_TIMEOUT)
-                .build(),
-            $crate::config::OtlpProtocol::HttpProtobuf => <$exporter>::builder()
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_endpoint($endpoint)
-                .with_timeout($crate::telemetry::EXPORT_TIMEOUT)
-                .build(),
-        }
-    }};
-}
-pub(crate) use otlp_exporter;

@@ -7,6 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use opentelemetry::{metrics::Meter, KeyValue};
 use opentelemetry_semantic_conventions::{
     attribute::CPU_MODE,
     metric::{
@@ -14,7 +15,6 @@ use opentelemetry_semantic_conventions::{
         PROCESS_UNIX_FILE_DESCRIPTOR_COUNT, PROCESS_UPTIME,
     },
 };
-use opentelemetry::{metrics::Meter, KeyValue};
 use tokio::runtime::Handle;
 
 /// What one read of `/proc/self` tells.

@@ -67,13 +67,15 @@ impl ServerSpan {
         if !sc.is_valid() {
             return None;
         }
-        let value = format!(
-            "00-{}-{}-{:02x}",
-            sc.trace_id(),
-            sc.span_id(),
-            sc.trace_flags().to_u8()
-        );
-        HeaderValue::from_str(&value).ok()
+        // 00-<32 hex>-<16 hex>-<2 hex>, written without the formatting machinery.
+        let mut value = [0u8; 55];
+        value[..3].copy_from_slice(b"00-");
+        hex_into(&mut value[3..35], &sc.trace_id().to_bytes());
+        value[35] = b'-';
+        hex_into(&mut value[36..52], &sc.span_id().to_bytes());
+        value[52] = b'-';
+        hex_into(&mut value[53..55], &[sc.trace_flags().to_u8()]);
+        HeaderValue::from_bytes(&value).ok()
     }
 
     /// semconv: the name becomes `{method} {route}` when a route matched (it stays the method
@@ -101,6 +103,15 @@ impl ServerSpan {
             span.set_status(Status::error(""));
         }
         span.end();
+    }
+}
+
+/// Lower-case hex of `bytes` into `out` (twice as long).
+pub(super) fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0x0f)];
     }
 }
 
@@ -159,6 +170,13 @@ fn split_host(host: &str) -> (&str, Option<u16>) {
 #[cfg(test)]
 mod tests {
     use super::split_host;
+
+    #[test]
+    fn ids_are_lower_case_hex() {
+        let mut out = [0u8; 6];
+        super::hex_into(&mut out, &[0x00, 0xab, 0x9f]);
+        assert_eq!(&out, b"00ab9f");
+    }
 
     #[test]
     fn host_headers_split_into_address_and_port() {

@@ -41,6 +41,15 @@ impl SpanStats {
     }
 }
 
+/// How spans are batched (`OTEL_BSP_*`). The export timeout is the exporter's own, since the
+/// SDK's thread-based batch processor ignores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanBatching {
+    pub max_queue_size: usize,
+    pub max_export_batch_size: usize,
+    pub scheduled_delay: Duration,
+}
+
 /// The SDK batch processor behind a cap on spans waiting for export.
 #[derive(Debug)]
 pub struct BoundedSpanProcessor {
@@ -49,15 +58,18 @@ pub struct BoundedSpanProcessor {
 }
 
 impl BoundedSpanProcessor {
-    pub fn new<E: SpanExporter + 'static>(exporter: E, capacity: usize) -> Self {
+    /// The cap is the configured queue size, so `OTEL_BSP_MAX_QUEUE_SIZE` governs both.
+    pub fn new<E: SpanExporter + 'static>(exporter: E, batching: SpanBatching) -> Self {
         let config = opentelemetry_sdk::trace::BatchConfigBuilder::default()
-            .with_max_queue_size(capacity)
+            .with_max_queue_size(batching.max_queue_size)
+            .with_max_export_batch_size(batching.max_export_batch_size)
+            .with_scheduled_delay(batching.scheduled_delay)
             .build();
         Self {
             inner: BatchSpanProcessor::builder(CountingExporter(exporter))
                 .with_batch_config(config)
                 .build(),
-            capacity: capacity as u64,
+            capacity: batching.max_queue_size as u64,
         }
     }
 }

@@ -11,6 +11,7 @@ mod errors;
 mod helpers;
 mod metrics;
 mod otlp_receiver;
+mod otlp_tls;
 mod prom_text;
 mod prometheus_server;
 mod properties;
