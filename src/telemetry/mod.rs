@@ -24,6 +24,7 @@ pub mod init;
 mod log_format;
 pub mod metrics;
 pub mod otlp;
+mod otlp_encode;
 pub mod process;
 pub mod resource;
 mod server_span;

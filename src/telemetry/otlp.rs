@@ -109,17 +109,26 @@ pub fn span_processor(
     let settings = ExportSettings::resolve(otel, Signal::Traces, endpoint)?;
     let watch = Watch::new(&settings, otel.bsp_export_timeout)?;
     let _runtime = watch.runtime.enter();
-    let exporter = match settings.protocol {
-        OtlpProtocol::Grpc => grpc(SpanExporter::builder().with_tonic(), &settings)?.build(),
-        OtlpProtocol::HttpProtobuf => {
-            http(SpanExporter::builder().with_http(), &settings, &watch)?.build()
+    let processor = match settings.protocol {
+        OtlpProtocol::Grpc => {
+            let exporter = grpc(SpanExporter::builder().with_tonic(), &settings)?
+                .build()
+                .map_err(|e| settings.build_error(e))?;
+            BoundedSpanProcessor::new(Watched::new(exporter, watch), batching)
         }
-    }
-    .map_err(|e| settings.build_error(e))?;
-    Ok(BoundedSpanProcessor::new(
-        Watched::new(exporter, watch),
-        batching,
-    ))
+        // OTLP/HTTP spans are encoded by `otlp_encode`, straight from the SDK's span data.
+        OtlpProtocol::HttpProtobuf => {
+            let exporter = ProtobufSpanExporter {
+                endpoint: http::Uri::try_from(settings.endpoint.as_str())
+                    .map_err(|e| settings.build_error(e))?,
+                gzip: settings.gzip,
+                client: http_client(&settings, &watch),
+                resource: Resource::builder_empty().build(),
+            };
+            BoundedSpanProcessor::new(Watched::new(exporter, watch), batching)
+        }
+    };
+    Ok(processor)
 }
 
 /// The log record processor: batching from `OTEL_BLRP_*`, each export bounded by
@@ -418,6 +427,20 @@ fn http<B: WithExportConfig + WithHttpConfig>(
     settings: &ExportSettings,
     watch: &Watch,
 ) -> Result<B, OtlpError> {
+    let mut builder = builder
+        .with_endpoint(&settings.endpoint)
+        .with_protocol(Protocol::HttpBinary)
+        .with_timeout(settings.timeout)
+        .with_http_client(http_client(settings, watch));
+    if settings.gzip {
+        builder = builder.with_compression(Compression::Gzip);
+    }
+    Ok(builder)
+}
+
+/// The OTLP/HTTP client of one signal: TLS, headers and the timeout, sending on the export
+/// runtime.
+fn http_client(settings: &ExportSettings, watch: &Watch) -> OnExportRuntime {
     let client: Arc<dyn HttpClient> = match &settings.tls {
         Some(tls) => {
             let connector = hyper_rustls::HttpsConnectorBuilder::new()
@@ -435,20 +458,70 @@ fn http<B: WithExportConfig + WithHttpConfig>(
             opentelemetry_http::hyper::HyperClient::with_default_connector(settings.timeout, None),
         ),
     };
-    let mut builder = builder
-        .with_endpoint(&settings.endpoint)
-        .with_protocol(Protocol::HttpBinary)
-        .with_timeout(settings.timeout)
-        .with_http_client(OnExportRuntime {
-            client,
-            headers: settings.header_map(),
-            runtime: watch.runtime.clone(),
-            transport_error: watch.transport_error.clone(),
-        });
-    if settings.gzip {
-        builder = builder.with_compression(Compression::Gzip);
+    OnExportRuntime {
+        client,
+        headers: settings.header_map(),
+        runtime: watch.runtime.clone(),
+        transport_error: watch.transport_error.clone(),
     }
-    Ok(builder)
+}
+
+/// OTLP/HTTP protobuf for spans, encoded by `otlp_encode` (see there for why), sent with the
+/// signal's client like the other exporters.
+#[derive(Debug)]
+struct ProtobufSpanExporter {
+    endpoint: http::Uri,
+    gzip: bool,
+    client: OnExportRuntime,
+    resource: Resource,
+}
+
+impl opentelemetry_sdk::trace::SpanExporter for ProtobufSpanExporter {
+    fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
+        let body = super::otlp_encode::encode_spans(&self.resource, &batch);
+        let request = self.request(body);
+        async move {
+            let request = request?;
+            let response = self
+                .client
+                .send_bytes(request)
+                .await
+                .map_err(|e| OTelSdkError::InternalFailure(error_chain(e.as_ref())))?;
+            if response.status().is_success() {
+                Ok(())
+            } else {
+                Err(OTelSdkError::InternalFailure(format!(
+                    "the collector answered HTTP {}",
+                    response.status()
+                )))
+            }
+        }
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.resource = resource.clone();
+    }
+}
+
+impl ProtobufSpanExporter {
+    fn request(&self, body: Vec<u8>) -> Result<Request<Bytes>, OTelSdkError> {
+        let failed = |e: &dyn std::fmt::Display| OTelSdkError::InternalFailure(e.to_string());
+        let mut request = Request::post(self.endpoint.clone())
+            .header(http::header::CONTENT_TYPE, "application/x-protobuf");
+        let body = if self.gzip {
+            use std::io::Write as _;
+            request = request.header(http::header::CONTENT_ENCODING, "gzip");
+            let mut encoder = flate2::write::GzEncoder::new(
+                Vec::with_capacity(body.len() / 4),
+                Default::default(),
+            );
+            encoder.write_all(&body).map_err(|e| failed(&e))?;
+            encoder.finish().map_err(|e| failed(&e))?
+        } else {
+            body
+        };
+        request.body(Bytes::from(body)).map_err(|e| failed(&e))
+    }
 }
 
 /// The runtime every export runs on (see the module documentation). Built once; a static, so it

@@ -1,0 +1,554 @@
+//! OTLP/protobuf for finished spans, written straight from the SDK's `SpanData` into the request
+//! body.
+//!
+//! Why: the exporter's own path first converts every span into opentelemetry-proto's structs
+//! (every attribute key and string value copied into a new `String`), then encodes those. Under
+//! callgrind that was the largest single cost of the traces pillar, about 12 k instructions per
+//! span. This writes the same bytes in one pass over the data the SDK already holds; a test
+//! decodes them with opentelemetry-proto and compares with the exporter's own conversion.
+//!
+//! Wire format: opentelemetry-proto's `ExportTraceServiceRequest` (one `ResourceSpans`, one
+//! `ScopeSpans` per instrumentation scope, in order of first appearance). Lengths are computed
+//! before each nested message is written, so every varint is minimal.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use opentelemetry::{trace::SpanKind, trace::Status, Array, InstrumentationScope, KeyValue, Value};
+use opentelemetry_sdk::{trace::SpanData, Resource};
+use prost::encoding::{encode_varint, encoded_len_varint};
+
+const VARINT: u32 = 0;
+const FIXED64: u32 = 1;
+const LEN: u32 = 2;
+const FIXED32: u32 = 5;
+
+/// `SpanFlags`: the parent's remoteness is known, and whether it was remote.
+const CONTEXT_HAS_IS_REMOTE: u32 = 0x100;
+const CONTEXT_IS_REMOTE: u32 = 0x200;
+
+/// The request body for a batch of spans.
+pub fn encode_spans(resource: &Resource, spans: &[SpanData]) -> Vec<u8> {
+    let scopes = group_by_scope(spans);
+    let resource_spans = resource_spans_len(resource, &scopes);
+    let mut buf = Vec::with_capacity(len_field(1, resource_spans));
+    put_len(&mut buf, 1, resource_spans);
+    // ResourceSpans
+    put_len(&mut buf, 1, resource_len(resource));
+    put_resource(&mut buf, resource);
+    for (scope, members) in &scopes {
+        put_len(&mut buf, 2, scope_spans_len(scope, members));
+        put_len(&mut buf, 1, scope_len(scope));
+        put_scope(&mut buf, scope);
+        for span in members {
+            put_len(&mut buf, 2, span_len(span));
+            put_span(&mut buf, span);
+        }
+        put_str(&mut buf, 3, scope.schema_url().unwrap_or_default());
+    }
+    put_str(&mut buf, 3, resource.schema_url().unwrap_or_default());
+    buf
+}
+
+fn group_by_scope(spans: &[SpanData]) -> Vec<(&InstrumentationScope, Vec<&SpanData>)> {
+    let mut scopes: Vec<(&InstrumentationScope, Vec<&SpanData>)> = Vec::new();
+    for span in spans {
+        match scopes
+            .iter_mut()
+            .find(|(scope, _)| **scope == span.instrumentation_scope)
+        {
+            Some((_, members)) => members.push(span),
+            None => scopes.push((&span.instrumentation_scope, vec![span])),
+        }
+    }
+    scopes
+}
+
+// --- sizes -------------------------------------------------------------------------------------
+
+fn tag_len(field: u32) -> usize {
+    encoded_len_varint(u64::from(field << 3))
+}
+
+/// A length-delimited field holding `len` bytes.
+fn len_field(field: u32, len: usize) -> usize {
+    tag_len(field) + encoded_len_varint(len as u64) + len
+}
+
+fn str_field(field: u32, s: &str) -> usize {
+    if s.is_empty() {
+        0
+    } else {
+        len_field(field, s.len())
+    }
+}
+
+fn varint_field(field: u32, v: u64) -> usize {
+    if v == 0 {
+        0
+    } else {
+        tag_len(field) + encoded_len_varint(v)
+    }
+}
+
+fn fixed64_field(field: u32, v: u64) -> usize {
+    if v == 0 {
+        0
+    } else {
+        tag_len(field) + 8
+    }
+}
+
+fn fixed32_field(field: u32, v: u32) -> usize {
+    if v == 0 {
+        0
+    } else {
+        tag_len(field) + 4
+    }
+}
+
+/// `AnyValue` is a oneof: its member is written even when it holds a default (`false`, `0`,
+/// `""`), or the value would decode as absent.
+fn any_value_len(value: &Value) -> usize {
+    match value {
+        Value::Bool(b) => tag_len(2) + encoded_len_varint(u64::from(*b)),
+        Value::I64(i) => tag_len(3) + encoded_len_varint(*i as u64),
+        Value::F64(_) => tag_len(4) + 8,
+        Value::String(s) => len_field(1, s.as_str().len()),
+        Value::Array(array) => len_field(5, array_len(array)),
+        _ => 0,
+    }
+}
+
+/// `ArrayValue { repeated AnyValue values = 1 }`.
+fn array_len(array: &Array) -> usize {
+    match array {
+        Array::Bool(v) => v
+            .iter()
+            .map(|b| len_field(1, any_value_len(&Value::Bool(*b))))
+            .sum(),
+        Array::I64(v) => v
+            .iter()
+            .map(|i| len_field(1, any_value_len(&Value::I64(*i))))
+            .sum(),
+        Array::F64(v) => v
+            .iter()
+            .map(|f| len_field(1, any_value_len(&Value::F64(*f))))
+            .sum(),
+        Array::String(v) => v
+            .iter()
+            .map(|s| len_field(1, len_field(1, s.as_str().len())))
+            .sum(),
+        _ => 0,
+    }
+}
+
+fn key_value_len(key: &str, value: &Value) -> usize {
+    str_field(1, key) + len_field(2, any_value_len(value))
+}
+
+fn attributes_len<'a>(field: u32, attributes: impl Iterator<Item = &'a KeyValue>) -> usize {
+    attributes
+        .map(|kv| len_field(field, key_value_len(kv.key.as_str(), &kv.value)))
+        .sum()
+}
+
+fn resource_len(resource: &Resource) -> usize {
+    resource
+        .iter()
+        .map(|(key, value)| len_field(1, key_value_len(key.as_str(), value)))
+        .sum()
+}
+
+fn scope_len(scope: &InstrumentationScope) -> usize {
+    str_field(1, scope.name())
+        + str_field(2, scope.version().unwrap_or_default())
+        + attributes_len(3, scope.attributes())
+}
+
+fn scope_spans_len(scope: &InstrumentationScope, spans: &[&SpanData]) -> usize {
+    len_field(1, scope_len(scope))
+        + spans
+            .iter()
+            .map(|s| len_field(2, span_len(s)))
+            .sum::<usize>()
+        + str_field(3, scope.schema_url().unwrap_or_default())
+}
+
+fn resource_spans_len(
+    resource: &Resource,
+    scopes: &[(&InstrumentationScope, Vec<&SpanData>)],
+) -> usize {
+    len_field(1, resource_len(resource))
+        + scopes
+            .iter()
+            .map(|(scope, spans)| len_field(2, scope_spans_len(scope, spans)))
+            .sum::<usize>()
+        + str_field(3, resource.schema_url().unwrap_or_default())
+}
+
+fn status_len(status: &Status) -> usize {
+    let (code, message) = status_parts(status);
+    str_field(2, message) + varint_field(3, code)
+}
+
+fn status_parts(status: &Status) -> (u64, &str) {
+    match status {
+        Status::Unset => (0, ""),
+        Status::Ok => (1, ""),
+        Status::Error { description } => (2, description),
+    }
+}
+
+fn kind(kind: &SpanKind) -> u64 {
+    match kind {
+        SpanKind::Internal => 1,
+        SpanKind::Server => 2,
+        SpanKind::Client => 3,
+        SpanKind::Producer => 4,
+        SpanKind::Consumer => 5,
+    }
+}
+
+fn nanos(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn flags(remote: bool, trace_flags: u8) -> u32 {
+    let mut flags = u32::from(trace_flags) | CONTEXT_HAS_IS_REMOTE;
+    if remote {
+        flags |= CONTEXT_IS_REMOTE;
+    }
+    flags
+}
+
+fn span_len(span: &SpanData) -> usize {
+    let sc = &span.span_context;
+    let parent = span.parent_span_id != opentelemetry::trace::SpanId::INVALID;
+    let events: usize = span
+        .events
+        .iter()
+        .map(|e| {
+            len_field(
+                11,
+                fixed64_field(1, nanos(e.timestamp))
+                    + str_field(2, &e.name)
+                    + attributes_len(3, e.attributes.iter())
+                    + varint_field(4, u64::from(e.dropped_attributes_count)),
+            )
+        })
+        .sum();
+    let links: usize = span.links.iter().map(|l| len_field(13, link_len(l))).sum();
+    len_field(1, 16)
+        + len_field(2, 8)
+        + str_field(3, &sc.trace_state().header())
+        + if parent { len_field(4, 8) } else { 0 }
+        + str_field(5, &span.name)
+        + varint_field(6, kind(&span.span_kind))
+        + fixed64_field(7, nanos(span.start_time))
+        + fixed64_field(8, nanos(span.end_time))
+        + attributes_len(9, span.attributes.iter())
+        + varint_field(10, u64::from(span.dropped_attributes_count))
+        + events
+        + varint_field(12, u64::from(span.events.dropped_count))
+        + links
+        + varint_field(14, u64::from(span.links.dropped_count))
+        + len_field(15, status_len(&span.status))
+        + fixed32_field(
+            16,
+            flags(span.parent_span_is_remote, sc.trace_flags().to_u8()),
+        )
+}
+
+fn link_len(link: &opentelemetry::trace::Link) -> usize {
+    let sc = &link.span_context;
+    len_field(1, 16)
+        + len_field(2, 8)
+        + str_field(3, &sc.trace_state().header())
+        + attributes_len(4, link.attributes.iter())
+        + varint_field(5, u64::from(link.dropped_attributes_count))
+        + fixed32_field(6, flags(sc.is_remote(), sc.trace_flags().to_u8()))
+}
+
+// --- writing -----------------------------------------------------------------------------------
+
+fn put_tag(buf: &mut Vec<u8>, field: u32, wire_type: u32) {
+    encode_varint(u64::from(field << 3 | wire_type), buf);
+}
+
+/// The tag and length of a nested message or byte string; its bytes follow.
+fn put_len(buf: &mut Vec<u8>, field: u32, len: usize) {
+    put_tag(buf, field, LEN);
+    encode_varint(len as u64, buf);
+}
+
+fn put_bytes(buf: &mut Vec<u8>, field: u32, bytes: &[u8]) {
+    put_len(buf, field, bytes.len());
+    buf.extend_from_slice(bytes);
+}
+
+fn put_str(buf: &mut Vec<u8>, field: u32, s: &str) {
+    if !s.is_empty() {
+        put_bytes(buf, field, s.as_bytes());
+    }
+}
+
+fn put_varint(buf: &mut Vec<u8>, field: u32, v: u64) {
+    if v != 0 {
+        put_tag(buf, field, VARINT);
+        encode_varint(v, buf);
+    }
+}
+
+fn put_fixed64(buf: &mut Vec<u8>, field: u32, v: u64) {
+    if v != 0 {
+        put_tag(buf, field, FIXED64);
+        buf.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+fn put_fixed32(buf: &mut Vec<u8>, field: u32, v: u32) {
+    if v != 0 {
+        put_tag(buf, field, FIXED32);
+        buf.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+fn put_any_value(buf: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Bool(b) => {
+            put_tag(buf, 2, VARINT);
+            encode_varint(u64::from(*b), buf);
+        }
+        Value::I64(i) => {
+            put_tag(buf, 3, VARINT);
+            encode_varint(*i as u64, buf);
+        }
+        Value::F64(f) => {
+            put_tag(buf, 4, FIXED64);
+            buf.extend_from_slice(&f.to_bits().to_le_bytes());
+        }
+        Value::String(s) => put_bytes(buf, 1, s.as_str().as_bytes()),
+        Value::Array(array) => {
+            put_len(buf, 5, array_len(array));
+            put_array(buf, array);
+        }
+        _ => {}
+    }
+}
+
+fn put_array(buf: &mut Vec<u8>, array: &Array) {
+    let each = |buf: &mut Vec<u8>, value: Value| {
+        put_len(buf, 1, any_value_len(&value));
+        put_any_value(buf, &value);
+    };
+    match array {
+        Array::Bool(v) => v.iter().for_each(|b| each(buf, Value::Bool(*b))),
+        Array::I64(v) => v.iter().for_each(|i| each(buf, Value::I64(*i))),
+        Array::F64(v) => v.iter().for_each(|f| each(buf, Value::F64(*f))),
+        Array::String(v) => v.iter().for_each(|s| each(buf, Value::String(s.clone()))),
+        _ => {}
+    }
+}
+
+fn put_key_value(buf: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
+    put_len(buf, field, key_value_len(key, value));
+    put_str(buf, 1, key);
+    put_len(buf, 2, any_value_len(value));
+    put_any_value(buf, value);
+}
+
+fn put_attributes<'a>(
+    buf: &mut Vec<u8>,
+    field: u32,
+    attributes: impl Iterator<Item = &'a KeyValue>,
+) {
+    for kv in attributes {
+        put_key_value(buf, field, kv.key.as_str(), &kv.value);
+    }
+}
+
+fn put_resource(buf: &mut Vec<u8>, resource: &Resource) {
+    for (key, value) in resource.iter() {
+        put_key_value(buf, 1, key.as_str(), value);
+    }
+}
+
+fn put_scope(buf: &mut Vec<u8>, scope: &InstrumentationScope) {
+    put_str(buf, 1, scope.name());
+    put_str(buf, 2, scope.version().unwrap_or_default());
+    put_attributes(buf, 3, scope.attributes());
+}
+
+fn put_span(buf: &mut Vec<u8>, span: &SpanData) {
+    let sc = &span.span_context;
+    put_bytes(buf, 1, &sc.trace_id().to_bytes());
+    put_bytes(buf, 2, &sc.span_id().to_bytes());
+    put_str(buf, 3, &sc.trace_state().header());
+    if span.parent_span_id != opentelemetry::trace::SpanId::INVALID {
+        put_bytes(buf, 4, &span.parent_span_id.to_bytes());
+    }
+    put_str(buf, 5, &span.name);
+    put_varint(buf, 6, kind(&span.span_kind));
+    put_fixed64(buf, 7, nanos(span.start_time));
+    put_fixed64(buf, 8, nanos(span.end_time));
+    put_attributes(buf, 9, span.attributes.iter());
+    put_varint(buf, 10, u64::from(span.dropped_attributes_count));
+    for event in span.events.iter() {
+        put_len(
+            buf,
+            11,
+            fixed64_field(1, nanos(event.timestamp))
+                + str_field(2, &event.name)
+                + attributes_len(3, event.attributes.iter())
+                + varint_field(4, u64::from(event.dropped_attributes_count)),
+        );
+        put_fixed64(buf, 1, nanos(event.timestamp));
+        put_str(buf, 2, &event.name);
+        put_attributes(buf, 3, event.attributes.iter());
+        put_varint(buf, 4, u64::from(event.dropped_attributes_count));
+    }
+    put_varint(buf, 12, u64::from(span.events.dropped_count));
+    for link in span.links.iter() {
+        let sc = &link.span_context;
+        put_len(buf, 13, link_len(link));
+        put_bytes(buf, 1, &sc.trace_id().to_bytes());
+        put_bytes(buf, 2, &sc.span_id().to_bytes());
+        put_str(buf, 3, &sc.trace_state().header());
+        put_attributes(buf, 4, link.attributes.iter());
+        put_varint(buf, 5, u64::from(link.dropped_attributes_count));
+        put_fixed32(buf, 6, flags(sc.is_remote(), sc.trace_flags().to_u8()));
+    }
+    put_varint(buf, 14, u64::from(span.links.dropped_count));
+    put_len(buf, 15, status_len(&span.status));
+    let (code, message) = status_parts(&span.status);
+    put_str(buf, 2, message);
+    put_varint(buf, 3, code);
+    put_fixed32(
+        buf,
+        16,
+        flags(span.parent_span_is_remote, sc.trace_flags().to_u8()),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{borrow::Cow, time::Duration};
+
+    use opentelemetry::{
+        trace::{Event, Link, SpanContext, SpanId, TraceFlags, TraceId, TraceState},
+        KeyValue, StringValue,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::transform::{
+        common::tonic::ResourceAttributesWithSchema,
+        trace::tonic::group_spans_by_resource_and_scope,
+    };
+    use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
+    use prost::Message;
+
+    use super::*;
+
+    fn span(name: &'static str, scope: &InstrumentationScope, kind: SpanKind) -> SpanData {
+        let start = UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
+        let mut events = SpanEvents::default();
+        events.events.push(Event::new(
+            "retry",
+            start + Duration::from_micros(5),
+            vec![KeyValue::new("attempt", 2)],
+            1,
+        ));
+        let mut links = SpanLinks::default();
+        links.links.push(Link::new(
+            SpanContext::new(
+                TraceId::from(7),
+                SpanId::from(9),
+                TraceFlags::SAMPLED,
+                true,
+                TraceState::from_key_value([("vendor", "x")]).unwrap(),
+            ),
+            vec![KeyValue::new("why", "follows")],
+            0,
+        ));
+        SpanData {
+            span_context: SpanContext::new(
+                TraceId::from(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736),
+                SpanId::from(0x00f0_67aa_0ba9_02b7),
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::default(),
+            ),
+            parent_span_id: SpanId::from(0x0102_0304_0506_0708),
+            parent_span_is_remote: true,
+            span_kind: kind,
+            name: Cow::Borrowed(name),
+            start_time: start,
+            end_time: start + Duration::from_micros(250),
+            attributes: vec![
+                KeyValue::new("http.request.method", "GET"),
+                KeyValue::new("url.path", String::from("/items/7\u{e9}")),
+                KeyValue::new("http.response.status_code", 404_i64),
+                KeyValue::new("server.port", -1_i64),
+                KeyValue::new("ratio", 0.25),
+                KeyValue::new("flag", true),
+                KeyValue::new("off", false),
+                KeyValue::new(
+                    "tags",
+                    opentelemetry::Value::Array(Array::String(vec![
+                        StringValue::from("a"),
+                        StringValue::from(""),
+                    ])),
+                ),
+                KeyValue::new("empty", ""),
+                KeyValue::new("zero", 0_i64),
+                KeyValue::new("nothing", 0.0),
+            ],
+            dropped_attributes_count: 3,
+            events,
+            links,
+            status: Status::error("boom"),
+            instrumentation_scope: scope.clone(),
+        }
+    }
+
+    #[test]
+    fn bytes_decode_to_what_the_exporter_would_have_sent() {
+        let ours = InstrumentationScope::builder("items-api").build();
+        let other = InstrumentationScope::builder("other")
+            .with_version("1.2")
+            .with_schema_url("https://opentelemetry.io/schemas/1.30.0")
+            .with_attributes([KeyValue::new("scope.attr", 1_i64)])
+            .build();
+        let spans = vec![
+            span("GET /items/{id}", &ours, SpanKind::Server),
+            span("SELECT items", &other, SpanKind::Client),
+            span("x", &ours, SpanKind::Internal),
+        ];
+        let mut root = spans[2].clone();
+        root.parent_span_id = SpanId::INVALID;
+        root.parent_span_is_remote = false;
+        root.status = Status::Unset;
+        let spans = vec![spans[0].clone(), spans[1].clone(), root];
+        let resource = Resource::builder_empty()
+            .with_attributes([
+                KeyValue::new("service.name", "items-api"),
+                KeyValue::new("process.pid", 4242_i64),
+            ])
+            .build();
+
+        let bytes = encode_spans(&resource, &spans);
+        let decoded = ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap();
+        let expected = ExportTraceServiceRequest {
+            resource_spans: group_spans_by_resource_and_scope(
+                spans,
+                &ResourceAttributesWithSchema::from(&resource),
+            ),
+        };
+        assert_eq!(decoded, expected);
+        assert_eq!(
+            bytes,
+            expected.encode_to_vec(),
+            "the same bytes, not only the same message"
+        );
+    }
+}
