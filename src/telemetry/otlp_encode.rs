@@ -519,16 +519,16 @@ mod tests {
             .with_schema_url("https://opentelemetry.io/schemas/1.30.0")
             .with_attributes([KeyValue::new("scope.attr", 1_i64)])
             .build();
-        let spans = vec![
-            span("GET /items/{id}", &ours, SpanKind::Server),
-            span("SELECT items", &other, SpanKind::Client),
-            span("x", &ours, SpanKind::Internal),
-        ];
-        let mut root = spans[2].clone();
+        // A root span (no parent), in the first scope again after a span of another scope.
+        let mut root = span("x", &ours, SpanKind::Internal);
         root.parent_span_id = SpanId::INVALID;
         root.parent_span_is_remote = false;
         root.status = Status::Unset;
-        let spans = vec![spans[0].clone(), spans[1].clone(), root];
+        let spans = vec![
+            span("GET /items/{id}", &ours, SpanKind::Server),
+            span("SELECT items", &other, SpanKind::Client),
+            root,
+        ];
         let resource = Resource::builder_empty()
             .with_attributes([
                 KeyValue::new("service.name", "items-api"),
