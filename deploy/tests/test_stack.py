@@ -579,6 +579,23 @@ def test_grafana_datasources_point_at_compose_services():
     assert {p["options"]["path"] for p in providers} == {"/var/lib/grafana/dashboards"}
 
 
+def test_grafana_trace_to_logs_filters_on_the_structured_metadata_trace_id():
+    """Loki keeps an OTLP log record's trace id as structured metadata `trace_id`, not in
+    the line: the span -> logs link must filter on it as a label, never as a line filter."""
+    files = sorted((ROOT / "grafana" / "provisioning" / "datasources").glob("*.y*ml"))
+    sources = {ds["uid"]: ds for path in files for ds in load_yaml(path)["datasources"]}
+    link = sources["jaeger"]["jsonData"]["tracesToLogsV2"]
+    assert link["datasourceUid"] == "loki" and sources["loki"]["type"] == "loki"
+    assert link["customQuery"] is True and link["filterByTraceID"] is False, "filterByTraceID adds a line filter"
+    # Grafana expands $VAR in provisioning files: $$ is a literal $.
+    query = link["query"].replace("$$", "$")
+    assert query == '{${__tags}} | trace_id="${__span.traceId}"'
+    assert "|=" not in query and "|~" not in query
+    assert [t["value"] for t in link["tags"]] == ["service_name"], "the stream selector is the service"
+    # Loki must keep OTLP attributes as structured metadata for the filter to find them.
+    assert loki_config()["limits_config"]["allow_structured_metadata"] is True
+
+
 def test_grafana_credentials_come_from_the_environment():
     raw = environment(compose_raw()["services"]["grafana"])
     assert raw["GF_SECURITY_ADMIN_USER"] == "${GRAFANA_ADMIN_USER:-admin}"
