@@ -508,10 +508,10 @@ def api_overview():
              f' / {agg(sel("tokio_runtime_workers", INST), "instance")}', "{{instance}}")],
         "percentunit", "Share of time the worker threads spend running tasks. Near 100 %: the runtime is saturated.",
         steps=UTILISATION_STEPS, maximum=1))
-    d.add(4, 7, stat("Uptime", [
+    d.add(6, 7, stat("Uptime", [
         prom(agg(sel("process_uptime_seconds", INST), "instance"), "{{instance}}")], "s",
         "Time since the process started. A reset means a restart.", graph=False))
-    d.add(8, 7, table("Instances", [
+    d.add(18, 7, table("Instances", [
         prom(sel("target_info", INST), instant=True, fmt="table")], "none",
         "The OpenTelemetry resource of each instance (target_info).",
         transformations=[{"id": "organize", "options": {

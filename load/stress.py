@@ -429,7 +429,7 @@ def optimisations(stages, broke):
          "correct only while one instance owns the database (SQLite), so off with PostgreSQL and several "
          "replicas unless invalidation is shared."),
         ("Build spans only for the traces that are kept",
-         "the default configuration builds a SERVER and a CLIENT span per request even when nothing exports "
+         "The default configuration builds a SERVER and a CLIENT span per request even when nothing exports "
          "them, for their ids. Where traces are not read, `OTEL_TRACES_EXPORTER=none` builds none; where they "
          "are, parent-based ratio sampling (`OTEL_TRACES_SAMPLER=parentbased_traceidratio`) with spans left "
          "unbuilt when not sampled keeps a representative share.",
