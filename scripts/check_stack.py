@@ -438,6 +438,7 @@ class Load:
         self.status_counts = {}  # "2xx" ... -> count
         self.transport_errors = 0
         self.last_transport_error = ""
+        self.reconnects = 0  # keep-alive connections the service had closed, reopened once
         self.threads = []
 
     def start(self):
@@ -459,7 +460,8 @@ class Load:
         with self.lock:
             counts = ", ".join(f"{k} {v}" for k, v in sorted(self.status_counts.items()))
         last = f", last: {self.last_transport_error}" if self.transport_errors else ""
-        return f"{self.total()} requests ({counts}; transport errors {self.transport_errors}{last})"
+        return (f"{self.total()} requests ({counts}; transport errors {self.transport_errors}{last}; "
+                f"closed keep-alive connections reopened {self.reconnects})")
 
     def _run(self, rng):
         connection = http.client.HTTPConnection(self.host, self.port, timeout=10)
@@ -468,8 +470,19 @@ class Load:
         next_at = time.monotonic()
         while not self.stop_event.is_set():
             operation = rng.choices(names, weights)[0]
+            request = self._request(operation, rng)
             try:
-                status, body = self._send(connection, *self._request(operation, rng))
+                try:
+                    status, body = self._send(connection, *request)
+                except (BrokenPipeError, ConnectionResetError):
+                    # The service had closed this keep-alive connection after an earlier
+                    # answer (seen only in the errors phase, a few times in a thousand
+                    # requests), so the request could not be sent: reconnect and send it
+                    # once more, as HTTP clients do. A second failure counts below.
+                    connection.close()
+                    with self.lock:
+                        self.reconnects += 1
+                    status, body = self._send(connection, *request)
                 self._record(operation, status, body)
             except (OSError, http.client.HTTPException) as e:
                 # Reconnect on the next request; count it so a crashed service shows.
