@@ -47,8 +47,8 @@ test-rust:
 check-prometheus:
     bash prometheus/check.sh
 
-# Live check: the real service with faults, a real Prometheus with the rules and a real Alertmanager;
-# every dashboard and compat query must return data and the error-ratio alert must go pending.
+# Live check (~1.5 min): three services (5xx faults, 1.5 s delay, healthy), real Prometheus and Alertmanager;
+# every dashboard and compat query returns data, the error alert reaches mail and webhook, the latency alert fires, healthy stays silent.
 check-stack duration="75":
     cargo build --quiet
     python3 scripts/check_stack.py --binary "${CARGO_TARGET_DIR:-target}/debug/items-api" --duration {{duration}}

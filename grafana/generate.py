@@ -113,10 +113,14 @@ def thresholds(*steps):
     }
 
 
-GREEN, ORANGE, RED, BLUE = "green", "orange", "red", "blue"
+GREEN, ORANGE, RED, BLUE, YELLOW = "green", "orange", "red", "blue", "yellow"
 LATENCY_STEPS = thresholds(GREEN, (0.1, ORANGE), (0.25, RED))
 ERROR_RATIO_STEPS = thresholds(GREEN, (0.001, RED))
 UTILISATION_STEPS = thresholds(GREEN, (0.8, ORANGE), (0.95, RED))
+# Error rate in percent, as the FastAPI brief's panel colours it: green < 1 %, yellow 1-5 %,
+# red > 5 % (the ItemsApiHighErrorRatio threshold).
+ERROR_PERCENT_STEPS = thresholds(GREEN, (1, YELLOW), (5, RED))
+ACTIVE_STEPS = thresholds(GREEN, (50, ORANGE), (80, RED))
 # Burn rates of prometheus/rules/slo.yml: 1x and 3x open tickets, 6x and 14.4x page.
 BURN_STEPS = thresholds(GREEN, (1, "yellow"), (3, ORANGE), (6, RED), (14.4, "dark-red"))
 
@@ -342,8 +346,8 @@ def interval_var():
 class Dashboard:
     """Collects panels and lays them out left to right on the 24-column grid."""
 
-    def __init__(self, uid, title, description, variables, tags=(), time_from="now-1h"):
-        self.uid, self.title, self.description = uid, title, description
+    def __init__(self, uid, title, description, variables, tags=(), time_from="now-1h", refresh="30s"):
+        self.uid, self.title, self.description, self.refresh = uid, title, description, refresh
         self.variables, self.tags, self.time_from = variables, [TAG, *tags], time_from
         self.panels = []
         self.x = self.y = self.line_height = 0
@@ -420,7 +424,7 @@ class Dashboard:
                 },
             ],
             "panels": self.panels,
-            "refresh": "30s",
+            "refresh": self.refresh,
             "schemaVersion": 39,
             "tags": self.tags,
             "templating": {"list": self.variables},
@@ -438,36 +442,40 @@ def api_overview():
     d = Dashboard(
         "items-api-overview", "API Production Overview",
         "Is items-api healthy right now? Traffic, errors, latency and the process that serves them.",
-        [datasource_var(), job_var(), instance_var(), route_var()], tags=["overview"])
+        [datasource_var(), job_var(), instance_var(), route_var()], tags=["overview"], refresh="10s")
 
+    total = agg(rate(HTTP_COUNT, ROUTE))
+    total_by_route = agg(rate(HTTP_COUNT, ROUTE), "http_route")
+
+    # The production overview's layout: each row opens with its stat panels (the
+    # number to read at a glance, with a sparkline), then the breakdown over time.
     d.row("Traffic")
-    d.add(8, 8, timeseries("Requests per second", [
-        prom(agg(rate(HTTP_COUNT, ROUTE)), "requests/s")], "reqps",
-        "All measured requests (not /metrics, /health, /docs)."))
-    d.add(6, 8, timeseries("In-progress requests", [
-        prom(agg(sel(HTTP_ACTIVE, INST), "http_request_method"), "{{http_request_method}}")], "short",
-        "Requests being served right now, by method.", decimals=0))
-    d.add(10, 8, timeseries("Requests per second by route", [
-        prom(agg(rate(HTTP_COUNT, ROUTE), "http_route"), "{{http_route}}")], "reqps",
-        "`unmatched` collects every request that matched no route."))
+    d.add(5, 8, stat("Requests per Second", [prom(total, "requests/s")], "reqps",
+                     "All measured requests (not /metrics, /health, /docs), per second.", decimals=1))
+    d.add(5, 8, stat("In-Progress Requests", [prom(agg(sel(HTTP_ACTIVE, INST)), "in progress")], "short",
+                     "Requests being served right now, summed over every instance and method.", decimals=0))
+    d.add(14, 8, timeseries("Requests per Endpoint", [prom(total_by_route, "{{http_route}}")], "reqps",
+                            "Requests per second by route. `unmatched` collects every request that matched no route."))
 
     d.row("Errors")
-    d.add(6, 8, timeseries("Error ratio (5xx)", [
-        prom(http_error_ratio(ROUTE), "5xx / all")], "percentunit",
-        "Share of requests answered 5xx. The dashed line is the 0.1 % SLO error budget.",
-        steps=ERROR_RATIO_STEPS))
-    total = agg(rate(HTTP_COUNT, ROUTE))
-    d.add(6, 8, timeseries("4xx per second", [
+    d.add(4, 8, stat("Error Rate (%)", [
+        prom(f"100 * {or_zero(agg(rate(HTTP_COUNT, f'{ROUTE}, {S5XX}')), total)} / {total}", "5xx %")], "percent",
+        "5xx / all x 100. Green under 1 %, yellow 1-5 %, red over 5 % (ItemsApiHighErrorRatio).",
+        steps=ERROR_PERCENT_STEPS, decimals=2))
+    d.add(4, 8, stat("4xx Rate", [
         prom(or_zero(agg(rate(HTTP_COUNT, f"{ROUTE}, {S4XX}")), total), "4xx/s")], "reqps",
-        "Client errors: bad input, not found, too large. They do not burn the error budget."))
-    d.add(6, 8, timeseries("5xx per second", [
+        "Client errors per second: bad input, not found, too large. They do not burn the error budget.",
+        decimals=2))
+    d.add(4, 8, stat("5xx Rate", [
         prom(or_zero(agg(rate(HTTP_COUNT, f"{ROUTE}, {S5XX}")), total), "5xx/s")], "reqps",
-        "Server errors. They burn the availability error budget."))
-    total_by_route = agg(rate(HTTP_COUNT, ROUTE), "http_route")
-    d.add(6, 8, timeseries("5xx per second by route", [
+        "Server errors per second. They burn the availability error budget; ItemsApiErrorSpike fires over 5/s.",
+        steps=thresholds(GREEN, (0.1, ORANGE), (5, RED)), decimals=2))
+    d.add(12, 8, timeseries("Errors per Endpoint", [
         prom(or_zero(agg(rate(HTTP_COUNT, f"{ROUTE}, {S5XX}"), "http_route"), total_by_route),
-             "{{http_route}}")], "reqps",
-        "Which route fails. Open Jaeger to see the failing spans (status Error)."))
+             "{{http_route}} 5xx"),
+        prom(or_zero(agg(rate(HTTP_COUNT, f"{ROUTE}, {S4XX}"), "http_route"), total_by_route),
+             "{{http_route}} 4xx"),
+    ], "reqps", "5xx and 4xx per second by route. Open Jaeger to see the failing spans (status Error)."))
 
     d.row("Latency")
     for q, name in (("0.5", "p50"), ("0.95", "p95"), ("0.99", "p99")):
@@ -478,11 +486,11 @@ def api_overview():
             steps=LATENCY_STEPS))
 
     d.row("System")
-    d.add(6, 8, timeseries("CPU", [
+    d.add(12, 8, timeseries("CPU", [
         prom(agg(rate("process_cpu_time_seconds_total", INST), "instance, cpu_mode"),
              "{{instance}} {{cpu_mode}}")], "percentunit",
         "CPU seconds per second; 100 % is one core.", stack=True))
-    d.add(6, 8, timeseries("Memory", [
+    d.add(12, 8, timeseries("Memory", [
         prom(agg(sel("process_memory_usage_bytes", INST), "instance"), "{{instance}} resident"),
         prom(agg(sel("process_memory_virtual_bytes", INST), "instance"), "{{instance}} virtual"),
     ], "bytes", "Resident set size, and virtual memory."))
@@ -500,10 +508,10 @@ def api_overview():
              f' / {agg(sel("tokio_runtime_workers", INST), "instance")}', "{{instance}}")],
         "percentunit", "Share of time the worker threads spend running tasks. Near 100 %: the runtime is saturated.",
         steps=UTILISATION_STEPS, maximum=1))
-    d.add(4, 7, stat("Uptime", [
+    d.add(6, 7, stat("Uptime", [
         prom(agg(sel("process_uptime_seconds", INST), "instance"), "{{instance}}")], "s",
         "Time since the process started. A reset means a restart.", graph=False))
-    d.add(8, 7, table("Instances", [
+    d.add(18, 7, table("Instances", [
         prom(sel("target_info", INST), instant=True, fmt="table")], "none",
         "The OpenTelemetry resource of each instance (target_info).",
         transformations=[{"id": "organize", "options": {
@@ -521,6 +529,21 @@ def http_overview():
         "items-api-http", "HTTP Overview",
         "What the HTTP traffic is made of: methods, status codes, payload sizes, latency distribution.",
         [datasource_var(), job_var(), instance_var(), route_var(), interval_var()], tags=["http"])
+
+    # The FastAPI brief's four guided panels come first, as its users know them.
+    total = agg(rate(HTTP_COUNT, ROUTE))
+    d.add(6, 8, timeseries("Total requests per second", [prom(total, "requests/s")], "reqps",
+                           "All measured requests per second."))
+    d.add(6, 8, timeseries("Response time p95", [prom(quantile("0.95", HTTP_BUCKET, ROUTE), "p95")], "s",
+                           "95th percentile of request duration. ItemsApiHighLatencyP95 fires over 1 s.",
+                           steps=thresholds(GREEN, (1, RED))))
+    d.add(6, 8, stat("Error rate", [
+        prom(f"100 * {or_zero(agg(rate(HTTP_COUNT, f'{ROUTE}, {S5XX}')), total)} / {total}", "5xx %")], "percent",
+        "Share of requests answered 5xx, in percent: green under 1 %, yellow 1-5 %, red over 5 %.",
+        steps=ERROR_PERCENT_STEPS, decimals=2))
+    d.add(6, 8, gauge("Active requests", [prom(agg(sel(HTTP_ACTIVE, INST)), "active")], "short",
+                      "Requests being served right now, all instances and methods.", steps=ACTIVE_STEPS,
+                      maximum=100))
 
     d.row("Requests")
     d.add(12, 8, timeseries("Requests per second by method", [

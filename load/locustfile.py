@@ -1,19 +1,21 @@
 """Locust user mix for items-api.
 
-Two kinds of users, spawned in equal numbers:
+Two kinds of users, spawned in equal numbers, as the FastAPI brief specifies:
 
-* ``CrudUser``: the full lifecycle. Task weights: list 5, get 3, create 2, update 1,
-  delete 1. It remembers the ids it created, reads and updates only those, and deletes
-  only while it holds more than 10 (so it never runs dry and never races another user).
-* ``ReadOnlyUser``: browses. Task weights: list 10, get 5; a get picks an id from the
-  page its last list call returned.
+* ``CrudUser``: the full lifecycle. Think time 1-3 s. It creates 3 items in
+  ``on_start``; task weights: list 5, get 3, create 2, update 1 (a PUT of the whole
+  item), delete 1. It remembers the ids it created, reads and updates only those, and
+  deletes only while it holds more than the 3 it started with (so it never runs dry and
+  never races another user).
+* ``ReadOnlyUser``: browses. Think time 2-5 s. Task weights: list 10, get 5; a get
+  picks an id from the page its last list call returned.
 
 Every request that carries an id is reported as ``/items/{id}`` so the stats have one
 row per route, the same grouping as the service's ``http_route`` label.
 
-Think time: uniform between ``LOCUST_WAIT_MIN`` and ``LOCUST_WAIT_MAX`` seconds
-(default 0.5 and 2.0, a person clicking around). ``load/stress.py`` shortens it to push
-more requests per user.
+``LOCUST_WAIT_MIN`` and ``LOCUST_WAIT_MAX`` (seconds), when set, replace both think
+times: ``load/stress.py`` shortens them to push more requests per user in its quick
+profiles; its ``brief`` profile keeps the brief's.
 
 Run:  locust -f load/locustfile.py --host http://127.0.0.1:8000
 """
@@ -29,8 +31,8 @@ from locust.stats import CSV_STATS_INTERVAL_SEC
 ITEM_ROUTE = "/items/{id}"
 LIST_ROUTE = "/items"
 PAGE_SIZE = 20
-# CrudUser deletes only while it holds more than this many of its own items.
-KEEP_AT_LEAST = 10
+# CrudUser creates this many items when it starts, and deletes only while it holds more.
+SEED_ITEMS = 3
 
 
 @events.quitting.add_listener
@@ -45,9 +47,10 @@ def _final_csv(environment, **_kwargs):
         gevent.sleep(CSV_STATS_INTERVAL_SEC + 0.2)
 
 
-def _wait_time():
-    low = float(os.environ.get("LOCUST_WAIT_MIN", "0.5"))
-    high = float(os.environ.get("LOCUST_WAIT_MAX", "2.0"))
+def _wait_time(low, high):
+    """The brief's think time, unless LOCUST_WAIT_MIN/MAX override it."""
+    low = float(os.environ.get("LOCUST_WAIT_MIN", low))
+    high = float(os.environ.get("LOCUST_WAIT_MAX", high))
     if high < low:
         low, high = high, low
     return between(low, high)
@@ -89,11 +92,13 @@ def _list(user):
 class CrudUser(FastHttpUser):
     """Creates, reads, updates and deletes its own items."""
 
-    wait_time = _wait_time()
+    wait_time = _wait_time(1.0, 3.0)
 
     def on_start(self):
         self.ids = []
         self.total_seen = 0
+        for _ in range(SEED_ITEMS):
+            self.create_item()
 
     @task(5)
     def list_items(self):
@@ -129,19 +134,13 @@ class CrudUser(FastHttpUser):
         if not self.ids:
             return
         item_id = random.choice(self.ids)
-        if random.random() < 0.5:
-            method, body = "PUT", _new_item()
-        else:
-            method, body = "PATCH", {"price": round(random.uniform(0.5, 500.0), 2)}
-        with self.client.request(
-            method, f"/items/{item_id}", json=body, name=ITEM_ROUTE, catch_response=True
-        ) as resp:
+        with self.client.put(f"/items/{item_id}", json=_new_item(), name=ITEM_ROUTE, catch_response=True) as resp:
             if resp.status_code != 200:
-                resp.failure(f"{method.lower()}: expected 200, got {resp.status_code}")
+                resp.failure(f"put: expected 200, got {resp.status_code}")
 
     @task(1)
     def delete_item(self):
-        if len(self.ids) <= KEEP_AT_LEAST:
+        if len(self.ids) <= SEED_ITEMS:
             return
         item_id = self.ids.pop(random.randrange(len(self.ids)))
         with self.client.delete(f"/items/{item_id}", name=ITEM_ROUTE, catch_response=True) as resp:
@@ -152,7 +151,7 @@ class CrudUser(FastHttpUser):
 class ReadOnlyUser(FastHttpUser):
     """Lists pages and opens items it saw on them."""
 
-    wait_time = _wait_time()
+    wait_time = _wait_time(2.0, 5.0)
 
     def on_start(self):
         self.seen = []

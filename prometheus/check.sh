@@ -55,6 +55,22 @@ echo "  $(echo "$alerts" | wc -l) alerts OK"
 step "amtool check-config alertmanager.yml"
 amtool check-config alertmanager.yml
 
+step "render_alertmanager.sh: delivery settings from the environment"
+ALERT_SMTP_SMARTHOST=smtp.example.org:587 ALERT_EMAIL_FROM=alerts@example.org \
+ALERT_EMAIL_TO=team@example.org ALERT_WEBHOOK_URL=http://hooks.example.org:8080/am/ \
+  sh render_alertmanager.sh alertmanager.yml "$tmp/alertmanager.yml"
+amtool check-config "$tmp/alertmanager.yml" >/dev/null
+for want in "smtp_smarthost: smtp.example.org:587" "smtp_from: alerts@example.org" \
+            "- to: team@example.org" "- url: http://hooks.example.org:8080/am/page"; do
+  grep -qF -- "$want" "$tmp/alertmanager.yml" || { echo "  rendered config lacks: $want" >&2; exit 1; }
+done
+leftover="$(grep -vE '^[[:space:]]*#' "$tmp/alertmanager.yml" | grep -E 'mailpit:1025|alert-webhook:5001|@items-api\.local' || true)"
+if [ -n "$leftover" ]; then
+  echo "  rendered config still holds a default: $leftover" >&2
+  exit 1
+fi
+echo "  SMTP host, sender, recipient and webhook URL all replaced; amtool accepts it"
+
 step "amtool config routes test: severity decides the receiver"
 route_is() { # expected-receiver labels...
   local want="$1"; shift

@@ -44,6 +44,7 @@ KNOWN_IMAGE_PORTS = {
     "prom/alertmanager": {9093, 9094},
     "grafana/grafana": {3000},
     "locustio/locust": {8089, 5557},
+    "axllent/mailpit": {1025, 8025},  # SMTP, web UI
 }
 
 # Recipes stack.just must offer (`just --list`).
@@ -267,6 +268,9 @@ def listen_ports(name: str) -> set[int]:
     if name == "loki":
         server = loki_config()["server"]
         return {server["http_listen_port"], server["grpc_listen_port"]}
+    if name == "alert-webhook":
+        command = svc["command"]
+        return {int(command[command.index("--port") + 1])}
     repo = image_repo(svc["image"])
     assert repo in KNOWN_IMAGE_PORTS, f"{name}: add the ports of image {repo} to KNOWN_IMAGE_PORTS"
     return KNOWN_IMAGE_PORTS[repo]
@@ -324,6 +328,8 @@ def test_compose_has_the_stack_services():
         "loki",
         "otel-collector",
         "locust",
+        "mailpit",
+        "alert-webhook",
     }
     assert expected <= set(services())
     assert services()["otel-collector"].get("profiles") == ["collector"]
@@ -375,6 +381,8 @@ def test_host_ports_are_unique_and_match_the_published_urls():
         16686: "jaeger",
         3100: "loki",
         8089: "locust",
+        8025: "mailpit",
+        5001: "alert-webhook",
     }
 
 
@@ -482,6 +490,65 @@ def test_prometheus_targets_are_compose_services():
                 assert_resolves(target, "prometheus.yml alerting")
 
 
+@cache
+def alertmanager_config() -> dict:
+    return load_yaml(ROOT / "prometheus" / "alertmanager.yml")
+
+
+def rendered_alertmanager_config(tmp_path: Path, env: dict[str, str]) -> dict:
+    """alertmanager.yml as the compose entrypoint renders it with `env`."""
+    out = tmp_path / "alertmanager.rendered.yml"
+    subprocess.run(
+        ["sh", str(ROOT / "prometheus" / "render_alertmanager.sh"), str(ROOT / "prometheus" / "alertmanager.yml"), str(out)],
+        check=True,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("ALERT_")}, **env},
+    )
+    return load_yaml(out)
+
+
+def alertmanager_env() -> dict[str, str]:
+    return {k: v for k, v in environment(services()["alertmanager"]).items() if v is not None}
+
+
+def test_alertmanager_renders_its_delivery_settings_from_the_environment(tmp_path):
+    svc = services()["alertmanager"]
+    command = " ".join(svc["command"])
+    assert "sh /etc/alertmanager/render_alertmanager.sh /etc/alertmanager/alertmanager.yml" in command
+    rendered = command.split()[3]
+    assert f"--config.file={rendered}" in command, "Alertmanager must read the rendered copy"
+    assert rendered.startswith("/alertmanager/"), "the rendered copy goes to the writable data volume"
+    assert ("alertmanager", "./prometheus/render_alertmanager.sh", "/etc/alertmanager/render_alertmanager.sh") in bind_mounts()
+    raw = environment(compose_raw()["services"]["alertmanager"])
+    for key in ("ALERT_SMTP_SMARTHOST", "ALERT_EMAIL_FROM", "ALERT_EMAIL_TO", "ALERT_WEBHOOK_URL"):
+        assert raw[key].startswith("${" + key + ":-"), f"compose alertmanager {key} must default from ${{{key}:-…}}"
+    # Overridden from the shell, every delivery setting changes.
+    config = rendered_alertmanager_config(tmp_path, {
+        "ALERT_SMTP_SMARTHOST": "smtp.example.org:587", "ALERT_EMAIL_FROM": "am@example.org",
+        "ALERT_EMAIL_TO": "team@example.org", "ALERT_WEBHOOK_URL": "https://hooks.example.org/am"})
+    assert config["global"]["smtp_smarthost"] == "smtp.example.org:587"
+    assert config["global"]["smtp_from"] == "am@example.org"
+    for receiver in config["receivers"]:
+        assert [e["to"] for e in receiver["email_configs"]] == ["team@example.org"]
+        assert [w["url"] for w in receiver["webhook_configs"]] == [f"https://hooks.example.org/am/{receiver['name']}"]
+
+
+def test_alertmanager_delivers_to_services_of_the_stack(tmp_path):
+    """With compose's defaults, mail goes to Mailpit and webhooks to alert-webhook."""
+    config = rendered_alertmanager_config(tmp_path, alertmanager_env())
+    assert config == alertmanager_config(), "compose's defaults must be the ones written in alertmanager.yml"
+    assert assert_resolves(config["global"]["smtp_smarthost"], "alertmanager smtp_smarthost") == ("mailpit", 1025)
+    names = set()
+    for receiver in config["receivers"]:
+        names.add(receiver["name"])
+        assert receiver["email_configs"], f"receiver {receiver['name']} sends no mail"
+        for hook in receiver["webhook_configs"]:
+            assert assert_resolves(hook["url"], f"alertmanager receiver {receiver['name']}")[0] == "alert-webhook"
+            assert urlsplit(hook["url"]).path == f"/{receiver['name']}"
+    assert names == {"default", "page", "ticket"}
+    assert ("alert-webhook", "./prometheus/webhook_receiver.py", "/opt/webhook_receiver.py") in bind_mounts()
+    assert {"mailpit", "alert-webhook"} <= set(services()["alertmanager"]["depends_on"])
+
+
 def test_prometheus_loads_the_mounted_rules():
     mounts = {t: s for n, s, t in bind_mounts() if n == "prometheus"}
     assert mounts.get("/etc/prometheus/prometheus.yml") == "./prometheus/prometheus.yml"
@@ -510,6 +577,23 @@ def test_grafana_datasources_point_at_compose_services():
     assert mounts.get("/var/lib/grafana/dashboards") == "./grafana/dashboards"
     providers = load_yaml(ROOT / "grafana" / "provisioning" / "dashboards" / "dashboards.yml")["providers"]
     assert {p["options"]["path"] for p in providers} == {"/var/lib/grafana/dashboards"}
+
+
+def test_grafana_trace_to_logs_filters_on_the_structured_metadata_trace_id():
+    """Loki keeps an OTLP log record's trace id as structured metadata `trace_id`, not in
+    the line: the span -> logs link must filter on it as a label, never as a line filter."""
+    files = sorted((ROOT / "grafana" / "provisioning" / "datasources").glob("*.y*ml"))
+    sources = {ds["uid"]: ds for path in files for ds in load_yaml(path)["datasources"]}
+    link = sources["jaeger"]["jsonData"]["tracesToLogsV2"]
+    assert link["datasourceUid"] == "loki" and sources["loki"]["type"] == "loki"
+    assert link["customQuery"] is True and link["filterByTraceID"] is False, "filterByTraceID adds a line filter"
+    # Grafana expands $VAR in provisioning files: $$ is a literal $.
+    query = link["query"].replace("$$", "$")
+    assert query == '{${__tags}} | trace_id="${__span.traceId}"'
+    assert "|=" not in query and "|~" not in query
+    assert [t["value"] for t in link["tags"]] == ["service_name"], "the stream selector is the service"
+    # Loki must keep OTLP attributes as structured metadata for the filter to find them.
+    assert loki_config()["limits_config"]["allow_structured_metadata"] is True
 
 
 def test_grafana_credentials_come_from_the_environment():
@@ -935,6 +1019,8 @@ def test_just_open_prints_every_url(justfile_with_stack):
         "http://localhost:9093",
         "http://localhost:16686",
         "http://localhost:3100",
+        "http://localhost:8025",
+        "http://localhost:5001",
     ):
         assert url in result.stdout, f"`just open` does not print {url}"
 

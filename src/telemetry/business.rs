@@ -34,7 +34,7 @@ impl BusinessMetrics {
             .with_description("Items in the database, as last counted by this instance")
             .with_callback(move |gauge| gauge.observe(observed.load(Ordering::Relaxed), &[]))
             .build();
-        Self {
+        let metrics = Self {
             created: counter("items.created", "Items created"),
             read: counter(
                 "items.read",
@@ -43,7 +43,19 @@ impl BusinessMetrics {
             updated: counter("items.updated", "Items updated (PUT or PATCH)"),
             deleted: counter("items.deleted", "Items deleted"),
             stored,
+        };
+        // A counter is exported only once it has been added to; adding 0 now makes all four
+        // exist at 0 from start-up, so `sum` over them (and a "no deletes yet" panel) is a
+        // number instead of an empty result.
+        for counter in [
+            &metrics.created,
+            &metrics.read,
+            &metrics.updated,
+            &metrics.deleted,
+        ] {
+            counter.add(0, &[]);
         }
+        metrics
     }
 
     pub fn created(&self) {

@@ -28,10 +28,12 @@ use poem::http::{Method, StatusCode, Version};
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
 /// Seconds. Below the semconv 14 bounds (5 ms … 10 s) three finer ones, because a Rust handler
-/// answers in well under 5 ms and quantiles need buckets there.
-const DURATION_BOUNDS: [f64; 17] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
-    7.5, 10.0,
+/// answers in well under 5 ms and quantiles need buckets there; and 0.2, 0.3, 2 and 3, the
+/// briefs' latency targets and alert thresholds (with 0.5 and 1 of semconv), so no alert
+/// quantile or SLO share is interpolated across its threshold. 0.25 is the latency SLO.
+const DURATION_BOUNDS: [f64; 21] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.2, 0.25, 0.3, 0.5, 0.75, 1.0,
+    2.0, 2.5, 3.0, 5.0, 7.5, 10.0,
 ];
 
 /// Bytes: 0 up to 64 MiB, by powers of four.

@@ -14,6 +14,21 @@ fn instance_id() -> String {
     ID.get_or_init(|| uuid::Uuid::new_v4().to_string()).clone()
 }
 
+/// The kernel's host name (in a container: the container's), which Sanic-style dashboards
+/// show as `server`. Read from procfs, as the process metrics are; never fails start-up.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .or_else(|| {
+            std::env::var("HOSTNAME")
+                .ok()
+                .filter(|name| !name.is_empty())
+        })
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
 pub fn build() -> Resource {
     let mut builder = Resource::builder_empty()
         .with_detector(Box::new(TelemetryResourceDetector))
@@ -22,6 +37,10 @@ pub fn build() -> Resource {
             KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
             KeyValue::new("service.instance.id", instance_id()),
             KeyValue::new("deployment.environment.name", "development"),
+            // target_info carries these as host_name and process_pid; the compatibility
+            // rules join them as the Sanic middleware's `server` and `worker` labels.
+            KeyValue::new("host.name", host_name()),
+            KeyValue::new("process.pid", i64::from(std::process::id())),
         ])
         .with_detector(Box::new(EnvResourceDetector::new()));
     if let Some(name) = std::env::var("OTEL_SERVICE_NAME")

@@ -464,3 +464,165 @@ fn variable_references_are_parsed() {
     );
     assert!(referenced_variables(r#"label_replace(v, "a", "$1", "b", "(.*)$") [5m]"#).is_empty());
 }
+
+fn dashboard(file: &str) -> Value {
+    load_dashboards()
+        .into_iter()
+        .find(|d| d.file == file)
+        .unwrap_or_else(|| panic!("no grafana/dashboards/{file}"))
+        .json
+}
+
+/// The top-level panels in reading order (top to bottom, left to right).
+fn in_reading_order(dashboard: &Value) -> Vec<&Value> {
+    let mut panels: Vec<&Value> = array(dashboard, "panels").iter().collect();
+    panels.sort_by_key(|p| {
+        let r = grid_pos("", p);
+        (r.y, r.x)
+    });
+    panels
+}
+
+/// (row title, panel) for every panel under a row, in reading order.
+fn by_row(dashboard: &Value) -> Vec<(String, &Value)> {
+    let mut row = String::new();
+    let mut out = Vec::new();
+    for panel in in_reading_order(dashboard) {
+        if is_row(panel) {
+            row = str_at(panel, "/title").unwrap_or("").to_string();
+        } else {
+            out.push((row.clone(), panel));
+        }
+    }
+    out
+}
+
+fn exprs(panel: &Value) -> Vec<&str> {
+    array(panel, "targets")
+        .iter()
+        .filter_map(|t| str_at(t, "/expr"))
+        .collect()
+}
+
+/// Threshold steps as (value, colour); the base step has value None.
+fn steps(panel: &Value) -> Vec<(Option<f64>, String)> {
+    array(&panel["fieldConfig"]["defaults"]["thresholds"], "steps")
+        .iter()
+        .map(|s| {
+            (
+                s["value"].as_f64(),
+                str_at(s, "/color").unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The production overview brief: rows Traffic, Errors, Latency, System, 10 s refresh,
+/// and these panels of these types in these rows.
+#[test]
+fn api_production_overview_has_the_briefs_rows_stats_and_time_series() {
+    let d = dashboard("api-overview.json");
+    assert_eq!(str_at(&d, "/title"), Some("API Production Overview"));
+    assert_eq!(str_at(&d, "/refresh"), Some("10s"));
+    let rows: Vec<&str> = in_reading_order(&d)
+        .into_iter()
+        .filter(|p| is_row(p))
+        .filter_map(|p| str_at(p, "/title"))
+        .collect();
+    assert_eq!(rows, ["Traffic", "Errors", "Latency", "System"]);
+
+    let panels = by_row(&d);
+    let find = |title: &str| {
+        panels
+            .iter()
+            .find(|(_, p)| str_at(p, "/title") == Some(title))
+            .unwrap_or_else(|| panic!("api-overview.json has no panel {title:?}"))
+    };
+    for (title, kind, row) in [
+        ("Requests per Second", "stat", "Traffic"),
+        ("In-Progress Requests", "stat", "Traffic"),
+        ("Requests per Endpoint", "timeseries", "Traffic"),
+        ("Error Rate (%)", "stat", "Errors"),
+        ("4xx Rate", "stat", "Errors"),
+        ("5xx Rate", "stat", "Errors"),
+        ("Errors per Endpoint", "timeseries", "Errors"),
+        ("Latency p50", "timeseries", "Latency"),
+        ("Latency p95", "timeseries", "Latency"),
+        ("Latency p99", "timeseries", "Latency"),
+        ("CPU", "timeseries", "System"),
+        ("Memory", "timeseries", "System"),
+    ] {
+        let (in_row, panel) = find(title);
+        assert_eq!(str_at(panel, "/type"), Some(kind), "{title}: type");
+        assert_eq!(in_row, row, "{title}: row");
+    }
+    // One summed value, not a series per method or instance.
+    let in_progress = exprs(find("In-Progress Requests").1);
+    assert_eq!(
+        in_progress,
+        ["sum(http_server_active_requests{job=~\"$job\", instance=~\"$instance\"})"]
+    );
+    // 5xx / all x 100, in percent.
+    let (_, error_rate) = find("Error Rate (%)");
+    assert_eq!(
+        str_at(error_rate, "/fieldConfig/defaults/unit"),
+        Some("percent")
+    );
+    let expr = exprs(error_rate)[0];
+    assert!(
+        expr.starts_with("100 * (") && expr.contains("http_response_status_code=~\"5..\""),
+        "{expr}"
+    );
+    for (title, status) in [("4xx Rate", "4.."), ("5xx Rate", "5..")] {
+        let (_, panel) = find(title);
+        assert_eq!(str_at(panel, "/fieldConfig/defaults/unit"), Some("reqps"));
+        assert!(exprs(panel)[0].contains(&format!("http_response_status_code=~\"{status}\"")));
+    }
+}
+
+/// The FastAPI brief's four guided panels open the HTTP Overview, the others follow.
+#[test]
+fn http_overview_starts_with_the_fastapi_briefs_guided_panels() {
+    let d = dashboard("http-overview.json");
+    assert_eq!(str_at(&d, "/title"), Some("HTTP Overview"));
+    let first: Vec<(&str, &str)> = in_reading_order(&d)
+        .into_iter()
+        .take(4)
+        .map(|p| {
+            (
+                str_at(p, "/title").unwrap_or(""),
+                str_at(p, "/type").unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        first,
+        [
+            ("Total requests per second", "timeseries"),
+            ("Response time p95", "timeseries"),
+            ("Error rate", "stat"),
+            ("Active requests", "gauge"),
+        ]
+    );
+    let panels = in_reading_order(&d);
+    assert!(exprs(panels[1])[0].starts_with("histogram_quantile(0.95, "));
+    // Green under 1 %, yellow from 1 %, red from 5 %.
+    let error_rate = panels[2];
+    assert_eq!(
+        str_at(error_rate, "/fieldConfig/defaults/unit"),
+        Some("percent")
+    );
+    assert_eq!(
+        steps(error_rate),
+        [
+            (None, "green".to_string()),
+            (Some(1.0), "yellow".to_string()),
+            (Some(5.0), "red".to_string())
+        ]
+    );
+    assert!(exprs(error_rate)[0].starts_with("100 * ("));
+    assert!(exprs(panels[3])[0].starts_with("sum(http_server_active_requests{"));
+    // The panels that were there before stay, below.
+    assert!(panels.len() > 4 + 10, "the existing panels follow");
+    assert_eq!(str_at(panels[4], "/type"), Some("row"));
+}

@@ -106,7 +106,7 @@ async fn http_db_and_business_counts_are_exact(backend: Backend) {
             .collect();
         labels.retain(|(k, _)| *k != "le");
         let buckets = select(&samples, &format!("{DURATION}_bucket"), &labels);
-        assert_eq!(buckets.len(), 18, "17 bounds and +Inf for {labels:?}");
+        assert_eq!(buckets.len(), 22, "21 bounds and +Inf for {labels:?}");
         let values: Vec<f64> = buckets.iter().map(|b| b.value).collect();
         assert!(
             values.windows(2).all(|w| w[0] <= w[1]),
@@ -118,7 +118,8 @@ async fn http_db_and_business_counts_are_exact(backend: Backend) {
             bounds,
             [
                 "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.075", "0.1",
-                "0.25", "0.5", "0.75", "1", "2.5", "5", "7.5", "10", "+Inf"
+                "0.2", "0.25", "0.3", "0.5", "0.75", "1", "2", "2.5", "3", "5", "7.5", "10",
+                "+Inf"
             ]
         );
     }
@@ -301,6 +302,11 @@ async fn metrics_content_type_and_separate_listener() {
         .label("service_instance_id")
         .is_some_and(|id| id.len() == 36));
     assert!(info.label("deployment_environment_name").is_some());
+    // host.name and process.pid: the Sanic-style `server` and `worker` labels come from these.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(info.label("host_name"), Some(host.trim()));
+    let pid = std::process::id().to_string();
+    assert_eq!(info.label("process_pid"), Some(pid.as_str()));
 
     let app = spawn_app_with(Backend::Sqlite, |c| {
         c.metrics_listen_addr = Some("127.0.0.1:0".parse().unwrap());
@@ -315,6 +321,25 @@ async fn metrics_content_type_and_separate_listener() {
     assert_ne!(port, app.port);
     let text = app.metrics_text().await;
     assert!(text.contains("target_info"));
+}
+
+#[tokio::test]
+async fn business_counters_exist_at_zero_before_any_request() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let samples = parse(&app.metrics_text().await);
+    for name in [
+        "items_created_total",
+        "items_read_total",
+        "items_updated_total",
+        "items_deleted_total",
+    ] {
+        let found: Vec<f64> = samples
+            .iter()
+            .filter(|s| s.name == name)
+            .map(|s| s.value)
+            .collect();
+        assert_eq!(found, [0.0], "{name}: one series at 0 from start-up");
+    }
 }
 
 #[tokio::test]
