@@ -31,7 +31,7 @@ async fn main() {
         let templates: Vec<(String, String)> = (0..routes)
             .map(|n| (format!("/r{n}/:param0"), format!("/r{n}/{{id}}")))
             .collect();
-        let telemetry = HttpTelemetry::new(metrics.meter(), templates, Vec::new());
+        let telemetry = HttpTelemetry::new(metrics.meter(), None, templates, Vec::new());
         // An endpoint that answers as the router would for each synthetic route.
         let app = poem::endpoint::make(|req: Request| async move {
             let mut response = Response::builder().status(StatusCode::OK).body("{}");

@@ -59,14 +59,15 @@ async fn main() -> ExitCode {
         config.listen_addr
     );
     let result = app.run_until_stopped(shutdown_signal()).await;
+    if result.is_ok() {
+        // Logged before the flush below, which also closes stdout's writer.
+        tracing::info!("items-api stopped");
+    }
     // Flushing blocks until the last batches are exported (or time out); keep it off the
     // runtime's workers, which the gRPC exporter needs to make progress.
     let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     match result {
-        Ok(()) => {
-            tracing::info!("items-api stopped");
-            ExitCode::SUCCESS
-        }
+        Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("items-api: server error: {err}");
             ExitCode::from(1)

@@ -11,17 +11,10 @@ use poem::{
 use tokio::sync::watch;
 
 use crate::{
-    api::{self, fault::FaultInjection, payload::BodyLimit, AppState},
+    api::{self, fault::FaultInjection, metrics_auth::BearerGuarded, payload::BodyLimit, AppState},
     config::Config,
     store::ItemStore,
-    telemetry::{
-        business::BusinessMetrics,
-        db::{register_pool_metrics, DbTelemetry},
-        exposition::MetricsEndpoint,
-        http::HttpTelemetry,
-        metrics::Metrics,
-        process, resource, span_pipeline,
-    },
+    telemetry::{business::BusinessMetrics, http::HttpTelemetry, Telemetry},
 };
 
 /// Why the service could not start. Each renders as one line for the operator.
@@ -32,14 +25,14 @@ pub enum StartupError {
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: io::Error },
     #[error(transparent)]
-    Metrics(#[from] crate::telemetry::metrics::MetricsError),
+    Metrics(#[from] crate::telemetry::MetricsError),
 }
 
 pub struct Application {
     api: Listening,
     metrics: Option<Listening>,
     store: ItemStore,
-    telemetry: Arc<Metrics>,
+    telemetry: Arc<Telemetry>,
     stored_refresh: tokio::task::JoinHandle<()>,
     shutdown_timeout: Duration,
 }
@@ -52,27 +45,18 @@ struct Listening {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
-        let telemetry = Arc::new(Metrics::new(resource::build(), &config.otel)?);
-        let meter = telemetry.meter();
-        let store =
-            ItemStore::connect(&config, DbTelemetry::new(meter, &config.database_url)).await?;
-        let business = BusinessMetrics::new(meter);
-        business.set_stored(store.count().await.unwrap_or(0));
+        let telemetry = Telemetry::new(&config, api::route_templates())?;
+        let store = ItemStore::connect(&config, telemetry.db.clone()).await?;
         let pool = store.clone();
-        register_pool_metrics(meter, move || pool.pool_state());
-        process::register_process_metrics(meter);
-        process::register_runtime_metrics(meter, &tokio::runtime::Handle::current());
-        span_pipeline::register_span_pipeline_metrics(meter);
-        let http = HttpTelemetry::new(
-            meter,
-            api::route_templates(),
-            config.metrics_exclude.clone(),
-        );
+        telemetry.db.observe_pool(move || pool.pool_state());
+        let business = telemetry.business.clone();
+        business.set_stored(store.count().await.unwrap_or(0));
         let stored_refresh = spawn_stored_refresh(store.clone(), business.clone());
 
-        let metrics_endpoint = telemetry
-            .endpoint()
-            .with_bearer_token(config.metrics_bearer_token.as_deref());
+        let metrics_endpoint = Arc::new(BearerGuarded::new(
+            telemetry.exposition.clone(),
+            config.metrics_bearer_token.as_deref(),
+        ));
         let mut routes = api::routes(AppState {
             store: store.clone(),
             business,
@@ -80,7 +64,11 @@ impl Application {
         if config.metrics_listen_addr.is_none() {
             routes = routes.at("/metrics", metrics_endpoint.clone());
         }
-        let api = Listening::bind(config.listen_addr, app(routes, http, &config)).await?;
+        let api = Listening::bind(
+            config.listen_addr,
+            app(routes, telemetry.http.clone(), &config),
+        )
+        .await?;
         let metrics = match config.metrics_listen_addr {
             Some(addr) => Some(Listening::bind(addr, metrics_only(metrics_endpoint)).await?),
             None => None,
@@ -89,7 +77,7 @@ impl Application {
             api,
             metrics,
             store,
-            telemetry,
+            telemetry: Arc::new(telemetry),
             stored_refresh,
             shutdown_timeout: config.shutdown_timeout,
         })
@@ -219,7 +207,7 @@ fn app(
     .boxed()
 }
 
-fn metrics_only(endpoint: MetricsEndpoint) -> poem::endpoint::BoxEndpoint<'static> {
+fn metrics_only(endpoint: impl poem::Endpoint + 'static) -> poem::endpoint::BoxEndpoint<'static> {
     api::with_problem_errors(Route::new().at("/metrics", endpoint))
         .map_to_response()
         .boxed()

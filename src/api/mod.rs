@@ -4,6 +4,7 @@ pub mod errors;
 pub mod fault;
 pub mod health;
 pub mod items;
+pub mod metrics_auth;
 pub mod model;
 pub mod payload;
 pub mod problem;

@@ -14,10 +14,10 @@ use super::entity::{self, ActiveModel, Column, Entity};
 use super::{Item, ItemStore, StoreError};
 use crate::telemetry::db::DbOperation;
 
-const SELECT: DbOperation = DbOperation::new("SELECT", "items");
-const INSERT: DbOperation = DbOperation::new("INSERT", "items");
-const UPDATE: DbOperation = DbOperation::new("UPDATE", "items");
-const DELETE: DbOperation = DbOperation::new("DELETE", "items");
+const SELECT: DbOperation = crate::db_operation!("SELECT", "items");
+const INSERT: DbOperation = crate::db_operation!("INSERT", "items");
+const UPDATE: DbOperation = crate::db_operation!("UPDATE", "items");
+const DELETE: DbOperation = crate::db_operation!("DELETE", "items");
 
 /// A validated item to create.
 #[derive(Debug, Clone, PartialEq)]

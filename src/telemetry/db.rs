@@ -5,10 +5,21 @@
 
 use std::{future::Future, time::Instant};
 
-use opentelemetry::{metrics::Histogram, metrics::Meter, trace::TraceContextExt, KeyValue};
+use opentelemetry::{
+    metrics::{Histogram, Meter},
+    trace::{Span as _, SpanKind, Status, Tracer as _},
+    Context, Key, KeyValue,
+};
+use opentelemetry_sdk::trace::SdkTracer;
+use opentelemetry_semantic_conventions::{
+    attribute::{
+        DB_CLIENT_CONNECTION_POOL_NAME, DB_CLIENT_CONNECTION_STATE, DB_COLLECTION_NAME,
+        DB_NAMESPACE, DB_OPERATION_NAME, DB_QUERY_TEXT, DB_SYSTEM_NAME, ERROR_TYPE, SERVER_ADDRESS,
+        SERVER_PORT,
+    },
+    metric::{DB_CLIENT_CONNECTION_COUNT, DB_CLIENT_CONNECTION_MAX, DB_CLIENT_OPERATION_DURATION},
+};
 use sea_orm::{DbErr, Statement};
-use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::config::{Backend, DatabaseUrl};
 
@@ -19,20 +30,40 @@ const DURATION_BOUNDS: [f64; 16] = [
 ];
 
 /// One kind of statement: its operation and table, fixed at compile time so that labels and span
-/// names cost no formatting per call.
+/// names cost no formatting per call. Made by `db_operation!("SELECT", "items")`.
 #[derive(Debug, Clone, Copy)]
 pub struct DbOperation {
     operation: &'static str,
     collection: &'static str,
+    /// `{operation} {collection}`, the span name.
+    name: &'static str,
 }
 
 impl DbOperation {
-    pub const fn new(operation: &'static str, collection: &'static str) -> Self {
+    #[doc(hidden)]
+    pub const fn new(
+        operation: &'static str,
+        collection: &'static str,
+        name: &'static str,
+    ) -> Self {
         Self {
             operation,
             collection,
+            name,
         }
     }
+}
+
+/// A `DbOperation` with its span name joined at compile time.
+#[macro_export]
+macro_rules! db_operation {
+    ($operation:literal, $collection:literal) => {
+        $crate::telemetry::db::DbOperation::new(
+            $operation,
+            $collection,
+            concat!($operation, " ", $collection),
+        )
+    };
 }
 
 /// What every DB span and measurement shares: the backend and where it lives.
@@ -42,12 +73,15 @@ pub struct DbTelemetry {
     system: &'static str,
     namespace: String,
     server: Option<(String, u16)>,
+    /// None when spans are off; see `HttpTelemetry`.
+    tracer: Option<SdkTracer>,
+    meter: Meter,
 }
 
 impl DbTelemetry {
     pub fn new(meter: &Meter, url: &DatabaseUrl) -> Self {
         let duration = meter
-            .f64_histogram("db.client.operation.duration")
+            .f64_histogram(DB_CLIENT_OPERATION_DURATION)
             .with_unit("s")
             .with_description("Duration of database client operations")
             .with_boundaries(DURATION_BOUNDS.to_vec())
@@ -82,7 +116,15 @@ impl DbTelemetry {
             system,
             namespace,
             server,
+            tracer: None,
+            meter: meter.clone(),
         }
+    }
+
+    /// CLIENT spans for every statement, children of the request's span.
+    pub fn with_tracer(mut self, tracer: Option<SdkTracer>) -> Self {
+        self.tracer = tracer;
+        self
     }
 
     /// The value of `db.system.name` for this backend.
@@ -101,51 +143,60 @@ impl DbTelemetry {
         F: FnOnce(Statement) -> Fut,
         Fut: Future<Output = Result<T, DbErr>>,
     {
-        let (server_address, server_port) = match &self.server {
-            // i64: tracing-opentelemetry keeps i64 as an int attribute (unsigned becomes a string).
-            Some((host, port)) => (Some(host.as_str()), Some(i64::from(*port))),
-            None => (None, None),
-        };
-        let span = tracing::info_span!(
-            target: "items_api::db",
-            "db",
-            otel.name = format_args!("{} {}", op.operation, op.collection),
-            otel.kind = "client",
-            otel.status_code = tracing::field::Empty,
-            db.system.name = self.system,
-            db.namespace = %self.namespace,
-            db.operation.name = op.operation,
-            db.collection.name = op.collection,
-            db.query.text = %stmt.sql,
-            server.address = server_address,
-            server.port = server_port,
-            error.type = tracing::field::Empty,
-        );
+        let mut span = self.tracer.as_ref().map(|tracer| {
+            let mut span = tracer
+                .span_builder(op.name)
+                .with_kind(SpanKind::Client)
+                .start_with_context(tracer, &Context::current());
+            if span.is_recording() {
+                span.set_attributes(self.span_attributes(op, &stmt));
+            }
+            span
+        });
         let start = Instant::now();
-        let result = run(stmt).instrument(span.clone()).await;
+        let result = run(stmt).await;
         let elapsed = start.elapsed().as_secs_f64();
         let base = [
-            KeyValue::new("db.system.name", self.system),
-            KeyValue::new("db.operation.name", op.operation),
-            KeyValue::new("db.collection.name", op.collection),
+            KeyValue::new(DB_SYSTEM_NAME, self.system),
+            KeyValue::new(DB_OPERATION_NAME, op.operation),
+            KeyValue::new(DB_COLLECTION_NAME, op.collection),
         ];
         match &result {
             Ok(_) => self.duration.record(elapsed, &base),
             Err(err) => {
                 let error_type = error_type(err);
-                span.record("otel.status_code", "ERROR");
-                span.record("error.type", error_type);
+                if let Some(span) = &mut span {
+                    span.set_attribute(KeyValue::new(ERROR_TYPE, error_type));
+                    span.set_status(Status::error(""));
+                }
                 let [a, b, c] = base;
                 self.duration
-                    .record(elapsed, &[a, b, c, KeyValue::new("error.type", error_type)]);
+                    .record(elapsed, &[a, b, c, KeyValue::new(ERROR_TYPE, error_type)]);
             }
         }
-        // sqlx hands the current span to its connection worker, which may drop it later; end the
-        // OTel span now so it covers exactly the interval the histogram recorded.
-        if !span.is_disabled() {
-            span.context().span().end();
+        // Ended now, so it covers exactly the interval the histogram recorded.
+        if let Some(mut span) = span {
+            span.end();
         }
         result
+    }
+
+    /// semconv `db.*` attributes; the SQL is the parameterised text, never its values.
+    fn span_attributes(&self, op: &DbOperation, stmt: &Statement) -> Vec<KeyValue> {
+        let kv = |key: &'static str, value: opentelemetry::Value| {
+            KeyValue::new(Key::from_static_str(key), value)
+        };
+        let mut attributes = Vec::with_capacity(8);
+        attributes.push(kv(DB_SYSTEM_NAME, self.system.into()));
+        attributes.push(kv(DB_NAMESPACE, self.namespace.clone().into()));
+        attributes.push(kv(DB_OPERATION_NAME, op.operation.into()));
+        attributes.push(kv(DB_COLLECTION_NAME, op.collection.into()));
+        attributes.push(kv(DB_QUERY_TEXT, stmt.sql.clone().into()));
+        if let Some((host, port)) = &self.server {
+            attributes.push(kv(SERVER_ADDRESS, host.clone().into()));
+            attributes.push(kv(SERVER_PORT, i64::from(*port).into()));
+        }
+        attributes
     }
 }
 
@@ -173,41 +224,47 @@ pub struct PoolState {
 /// The pool is named once per app; there is one.
 const POOL_NAME: &str = "items";
 
-/// Registers `db.client.connection.count` (idle/used) and `db.client.connection.max`.
-/// `state` is read at collection time.
-pub fn register_pool_metrics(
+impl DbTelemetry {
+    /// Registers `db.client.connection.count` (idle/used) and `db.client.connection.max`.
+    /// `state` is read at collection time.
+    pub fn observe_pool(&self, state: impl Fn() -> PoolState + Send + Sync + Clone + 'static) {
+        register_pool_metrics(&self.meter, state);
+    }
+}
+
+fn register_pool_metrics(
     meter: &Meter,
     state: impl Fn() -> PoolState + Send + Sync + Clone + 'static,
 ) {
     let read = state.clone();
     meter
-        .i64_observable_up_down_counter("db.client.connection.count")
+        .i64_observable_up_down_counter(DB_CLIENT_CONNECTION_COUNT)
         .with_unit("{connection}")
         .with_description("Connections of the pool, by state")
         .with_callback(move |gauge| {
             let pool = read();
-            let name = KeyValue::new("db.client.connection.pool.name", POOL_NAME);
+            let name = KeyValue::new(DB_CLIENT_CONNECTION_POOL_NAME, POOL_NAME);
             gauge.observe(
                 pool.idle as i64,
                 &[
                     name.clone(),
-                    KeyValue::new("db.client.connection.state", "idle"),
+                    KeyValue::new(DB_CLIENT_CONNECTION_STATE, "idle"),
                 ],
             );
             gauge.observe(
                 pool.used as i64,
-                &[name, KeyValue::new("db.client.connection.state", "used")],
+                &[name, KeyValue::new(DB_CLIENT_CONNECTION_STATE, "used")],
             );
         })
         .build();
     meter
-        .i64_observable_up_down_counter("db.client.connection.max")
+        .i64_observable_up_down_counter(DB_CLIENT_CONNECTION_MAX)
         .with_unit("{connection}")
         .with_description("Most connections the pool may open")
         .with_callback(move |gauge| {
             gauge.observe(
                 state().max as i64,
-                &[KeyValue::new("db.client.connection.pool.name", POOL_NAME)],
+                &[KeyValue::new(DB_CLIENT_CONNECTION_POOL_NAME, POOL_NAME)],
             );
         })
         .build();

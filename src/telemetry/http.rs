@@ -6,18 +6,27 @@
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use opentelemetry::{
-    global,
+    context::FutureExt as _,
     metrics::{Histogram, Meter, UpDownCounter},
-    trace::TraceContextExt,
     KeyValue,
 };
-use opentelemetry_http::HeaderExtractor;
+use opentelemetry_sdk::trace::SdkTracer;
+use opentelemetry_semantic_conventions::{
+    attribute::{
+        ERROR_TYPE, HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE, HTTP_ROUTE,
+        NETWORK_PROTOCOL_VERSION, URL_SCHEME,
+    },
+    metric::{
+        HTTP_SERVER_ACTIVE_REQUESTS, HTTP_SERVER_REQUEST_BODY_SIZE, HTTP_SERVER_REQUEST_DURATION,
+        HTTP_SERVER_RESPONSE_BODY_SIZE,
+    },
+};
 use poem::{
-    http::{header, HeaderValue, Method, StatusCode, Version},
+    http::{header, Method, StatusCode, Version},
     Endpoint, IntoResponse, Middleware, PathPattern, Request, Response,
 };
-use tracing::{field::Empty, Instrument, Span};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use super::server_span::{RequestFacts, ServerSpan};
 
 /// The `http.route` of every request that matched no route: one series, whatever was asked.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -55,6 +64,9 @@ struct Instruments {
     routes: HashMap<String, KnownRoute>,
     /// Path prefixes that are served but neither measured nor traced.
     excluded: Vec<String>,
+    /// None when spans are off (`OTEL_TRACES_EXPORTER=none`, `OTEL_SDK_DISABLED`, or no
+    /// process-wide tracer installed, as in in-process tests).
+    tracer: Option<SdkTracer>,
 }
 
 /// A route of the API, with every string a request on it needs made once at start-up (a handful,
@@ -82,37 +94,43 @@ impl KnownRoute {
 pub struct HttpTelemetry(Arc<Instruments>);
 
 impl HttpTelemetry {
-    pub fn new(meter: &Meter, routes: Vec<(String, String)>, excluded: Vec<String>) -> Self {
+    pub fn new(
+        meter: &Meter,
+        tracer: Option<SdkTracer>,
+        routes: Vec<(String, String)>,
+        excluded: Vec<String>,
+    ) -> Self {
         let routes = routes
             .into_iter()
             .map(|(pattern, template)| (pattern, KnownRoute::new(template)))
             .collect();
         Self(Arc::new(Instruments {
             duration: meter
-                .f64_histogram("http.server.request.duration")
+                .f64_histogram(HTTP_SERVER_REQUEST_DURATION)
                 .with_unit("s")
                 .with_description("Duration of HTTP server requests")
                 .with_boundaries(DURATION_BOUNDS.to_vec())
                 .build(),
             active: meter
-                .i64_up_down_counter("http.server.active_requests")
+                .i64_up_down_counter(HTTP_SERVER_ACTIVE_REQUESTS)
                 .with_unit("{request}")
                 .with_description("HTTP server requests in flight")
                 .build(),
             request_size: meter
-                .u64_histogram("http.server.request.body.size")
+                .u64_histogram(HTTP_SERVER_REQUEST_BODY_SIZE)
                 .with_unit("By")
                 .with_description("Size of HTTP server request bodies")
                 .with_boundaries(SIZE_BOUNDS.to_vec())
                 .build(),
             response_size: meter
-                .u64_histogram("http.server.response.body.size")
+                .u64_histogram(HTTP_SERVER_RESPONSE_BODY_SIZE)
                 .with_unit("By")
                 .with_description("Size of HTTP server response bodies")
                 .with_boundaries(SIZE_BOUNDS.to_vec())
                 .build(),
             routes,
             excluded: excluded.into_iter().filter(|p| !p.is_empty()).collect(),
+            tracer,
         }))
     }
 }
@@ -161,13 +179,15 @@ impl<E: Endpoint> Endpoint for HttpTelemetryEndpoint<E> {
         }
 
         let method_idx = method_index(req.method());
-        let method = METHODS[method_idx];
-        let scheme = "http";
-        let protocol = protocol_label(req.version());
+        let facts = RequestFacts {
+            method: METHODS[method_idx],
+            scheme: "http",
+            protocol: protocol_label(req.version()),
+        };
         let request_size = content_length(req.headers());
         let active_attributes = [
-            KeyValue::new("http.request.method", method),
-            KeyValue::new("url.scheme", scheme),
+            KeyValue::new(HTTP_REQUEST_METHOD, facts.method),
+            KeyValue::new(URL_SCHEME, facts.scheme),
         ];
         instruments.active.add(1, &active_attributes);
         let _active = ActiveGuard {
@@ -175,9 +195,21 @@ impl<E: Endpoint> Endpoint for HttpTelemetryEndpoint<E> {
             attributes: active_attributes,
         };
 
-        let span = server_span(&req, method);
+        let span = instruments
+            .tracer
+            .as_ref()
+            .map(|tracer| ServerSpan::start(tracer, &req, &facts));
         let start = Instant::now();
-        let mut response = match self.inner.call(req).instrument(span.clone()).await {
+        let outcome = match &span {
+            Some(span) => {
+                self.inner
+                    .call(req)
+                    .with_context(span.context().clone())
+                    .await
+            }
+            None => self.inner.call(req).await,
+        };
+        let mut response = match outcome {
             Ok(response) => response.into_response(),
             Err(err) => err.into_response(),
         };
@@ -189,48 +221,22 @@ impl<E: Endpoint> Endpoint for HttpTelemetryEndpoint<E> {
             .and_then(|pattern| instruments.routes.get(&*pattern.0).copied());
         let route = known.map_or(UNMATCHED_ROUTE, |r| r.template);
         let response_size = response_body_size(&mut response);
-        finish_span(
-            &span,
-            known.map(|r| r.span_names[method_idx]),
-            route,
-            status,
-        );
-        let ids = trace_ids(&span);
-        if let Some((trace_id, span_id, flags)) = &ids {
-            if let Ok(value) =
-                HeaderValue::from_str(&format!("00-{trace_id}-{span_id}-{flags:02x}"))
-            {
-                response.headers_mut().insert("traceresponse", value);
-            }
+        if let Some(value) = span.as_ref().and_then(ServerSpan::traceresponse) {
+            response.headers_mut().insert("traceresponse", value);
         }
-        let (trace_id, span_id) = ids.map(|(t, s, _)| (t, s)).unzip();
-        span.in_scope(|| {
-            tracing::info!(
-                target: "items_api::access",
-                method,
-                route,
-                status = status.as_u16(),
-                duration_ms = elapsed * 1000.0,
-                trace_id,
-                span_id,
-                "{method} {route} {}",
-                status.as_u16()
-            );
-        });
-        // Ended here, not when the last clone of `span` drops, so the span covers the same
-        // interval as the histogram.
-        if !span.is_disabled() {
-            span.context().span().end();
+        access_log(span.as_ref(), facts.method, route, status, elapsed);
+        if let Some(span) = span {
+            span.finish(known.map(|r| r.span_names[method_idx]), route, status);
         }
 
         let base = [
-            KeyValue::new("http.request.method", method),
-            KeyValue::new("http.route", route),
-            KeyValue::new("http.response.status_code", i64::from(status.as_u16())),
+            KeyValue::new(HTTP_REQUEST_METHOD, facts.method),
+            KeyValue::new(HTTP_ROUTE, route),
+            KeyValue::new(HTTP_RESPONSE_STATUS_CODE, i64::from(status.as_u16())),
         ];
         let [m, r, s] = base.clone();
-        let scheme_kv = KeyValue::new("url.scheme", scheme);
-        let protocol_kv = KeyValue::new("network.protocol.version", protocol);
+        let scheme_kv = KeyValue::new(URL_SCHEME, facts.scheme);
+        let protocol_kv = KeyValue::new(NETWORK_PROTOCOL_VERSION, facts.protocol);
         if status.is_server_error() {
             instruments.duration.record(
                 elapsed,
@@ -240,7 +246,7 @@ impl<E: Endpoint> Endpoint for HttpTelemetryEndpoint<E> {
                     s,
                     scheme_kv,
                     protocol_kv,
-                    KeyValue::new("error.type", error_type(status)),
+                    KeyValue::new(ERROR_TYPE, error_type(status)),
                 ],
             );
         } else {
@@ -258,113 +264,25 @@ impl<E: Endpoint> Endpoint for HttpTelemetryEndpoint<E> {
     }
 }
 
-/// The SERVER span of one request, a child of the caller's span when a valid W3C
-/// `traceparent` came in (an invalid one is ignored and a new trace starts). Its name and route
-/// are filled in once the router has matched.
-fn server_span(req: &Request, method: &'static str) -> Span {
-    let span = tracing::info_span!(
-        target: "items_api::http",
-        "HTTP request",
-        otel.name = method,
-        otel.kind = "server",
-        otel.status_code = Empty,
-        http.request.method = method,
-        http.request.method_original = Empty,
-        http.route = Empty,
-        url.path = req.uri().path(),
-        url.scheme = "http",
-        network.protocol.version = protocol_label(req.version()),
-        server.address = Empty,
-        server.port = Empty,
-        client.address = Empty,
-        user_agent.original = Empty,
-        http.response.status_code = Empty,
-        error.type = Empty,
+/// The one access event of a request, emitted inside the request's trace context so that stdout
+/// and the OTLP log record both carry its trace and span ids.
+fn access_log(
+    span: Option<&ServerSpan>,
+    method: &'static str,
+    route: &'static str,
+    status: StatusCode,
+    elapsed: f64,
+) {
+    let _entered = span.map(|span| span.context().clone().attach());
+    tracing::info!(
+        target: "items_api::access",
+        method,
+        route,
+        status = status.as_u16(),
+        duration_ms = elapsed * 1000.0,
+        "{method} {route} {}",
+        status.as_u16()
     );
-    // Nothing below is worth its allocations when no layer records spans.
-    if span.is_disabled() {
-        return span;
-    }
-    let headers = req.headers();
-    let local = req.local_addr().as_socket_addr().copied();
-    match headers.get(header::HOST).and_then(|v| v.to_str().ok()) {
-        Some(host) => match host.rsplit_once(':') {
-            Some((name, port)) => {
-                span.record("server.address", name);
-                if let Ok(port) = port.parse::<u16>() {
-                    span.record("server.port", i64::from(port));
-                }
-            }
-            None => {
-                span.record("server.address", host);
-                if let Some(local) = local {
-                    span.record("server.port", i64::from(local.port()));
-                }
-            }
-        },
-        None => {
-            if let Some(local) = local {
-                span.record("server.address", local.ip().to_string());
-                span.record("server.port", i64::from(local.port()));
-            }
-        }
-    }
-    if let Some(remote) = req.remote_addr().as_socket_addr() {
-        span.record("client.address", remote.ip().to_string());
-    }
-    if let Some(agent) = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-    {
-        span.record("user_agent.original", agent);
-    }
-    if method == "_OTHER" {
-        span.record("http.request.method_original", req.method().as_str());
-    }
-    let parent = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
-    if parent.span().span_context().is_valid() {
-        let _ = span.set_parent(parent);
-    }
-    span
-}
-
-/// semconv: the name is `{method} {route}`, or just the method (given at creation) when nothing
-/// matched; status is Error for 5xx only (a 4xx is the client's error, not the server's).
-fn finish_span(span: &Span, name: Option<&'static str>, route: &'static str, status: StatusCode) {
-    if span.is_disabled() {
-        return;
-    }
-    if let Some(name) = name {
-        // The OTel span was started when the request entered it (its context had to be
-        // active for the DB spans), and tracing-opentelemetry only applies `otel.name` before
-        // that, so the name is updated on the OTel span itself.
-        span.context().span().update_name(name);
-        span.record("http.route", route);
-    }
-    // i64: tracing-opentelemetry keeps i64 as an int attribute (unsigned becomes a string).
-    span.record("http.response.status_code", i64::from(status.as_u16()));
-    if status.is_server_error() {
-        span.record("otel.status_code", "ERROR");
-        span.record("error.type", error_type(status));
-    }
-}
-
-/// The trace id, span id and flags of a span, for the `traceresponse` header
-/// (`00-<trace id>-<span id>-<flags>`, W3C Trace Context Level 2) and the access log.
-fn trace_ids(span: &Span) -> Option<(String, String, u8)> {
-    if span.is_disabled() {
-        return None;
-    }
-    let context = span.context();
-    let otel_span = context.span();
-    let span_context = otel_span.span_context();
-    span_context.is_valid().then(|| {
-        (
-            span_context.trace_id().to_string(),
-            span_context.span_id().to_string(),
-            span_context.trace_flags().to_u8(),
-        )
-    })
 }
 
 /// The methods of RFC 9110 (and PATCH) as themselves; anything else as `_OTHER`, so that a client
@@ -401,7 +319,7 @@ fn protocol_label(version: Version) -> &'static str {
 }
 
 /// semconv: for an HTTP error without a better name, `error.type` is the status code.
-fn error_type(status: StatusCode) -> &'static str {
+pub(super) fn error_type(status: StatusCode) -> &'static str {
     match status.as_u16() {
         500 => "500",
         501 => "501",

@@ -1,11 +1,17 @@
-//! The process-wide half of telemetry, installed once by `main`: the `tracing` subscriber
-//! (stdout in text or JSON), the tracer provider bridged by tracing-opentelemetry, the logger
-//! provider bridged by opentelemetry-appender-tracing, and the W3C propagator. `tracing` is the
-//! only API the code uses; these layers turn it into OTel spans and log records.
+//! The process-wide half of telemetry, installed once by `main`: the `tracing` subscriber for log
+//! events (stdout in text or JSON, and OTLP log records through opentelemetry-appender-tracing),
+//! the tracer provider whose tracer the HTTP middleware and the store use directly, and the
+//! propagator.
+//!
+//! `RUST_LOG` filters log events only. Spans are not `tracing` spans: the sampler alone decides
+//! them, so raising the log level to `warn` keeps every trace, `traceresponse` and problem
+//! `trace_id`.
 //!
 //! Failure isolation: both providers use the SDK's batch processors, which run exports on their
 //! own threads with bounded queues (2048 spans, 2048 log records; the rest are dropped, and
 //! dropped spans are counted on `/metrics`), so a slow or dead backend never blocks a request.
+
+use std::sync::OnceLock;
 
 use opentelemetry::{global, trace::TracerProvider as _};
 use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
@@ -13,17 +19,23 @@ use opentelemetry_otlp::{LogExporter, SpanExporter};
 use opentelemetry_sdk::{
     logs::SdkLoggerProvider,
     propagation::TraceContextPropagator,
-    trace::{Sampler, SdkTracerProvider},
+    trace::{Sampler, SdkTracer, SdkTracerProvider},
     Resource,
 };
+use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::{
-    filter::filter_fn, fmt, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer,
+    filter::{filter_fn, FilterExt},
+    fmt,
+    layer::SubscriberExt,
+    util::SubscriberInitExt,
+    EnvFilter, Layer,
 };
 
 use super::{
-    log_format::{JsonWithTraceIds, LineSafeStdout},
+    log_format::{JsonWithTraceIds, TextWithTraceIds},
     otlp_exporter,
     span_pipeline::BoundedSpanProcessor,
+    stdout::{self, LineSafe},
 };
 use crate::config::{Config, LogFormat, OtelConfig, SamplerKind, Signal, SignalExporter};
 
@@ -42,6 +54,17 @@ pub struct InitError {
 pub struct TelemetryGuard {
     tracer_provider: Option<SdkTracerProvider>,
     logger_provider: Option<SdkLoggerProvider>,
+    /// Writes out the stdout lines still buffered.
+    _stdout: WorkerGuard,
+}
+
+/// The process's tracer, once `init` has installed one.
+static TRACER: OnceLock<SdkTracer> = OnceLock::new();
+
+/// The tracer spans are made with; None when spans are off (`OTEL_TRACES_EXPORTER=none`,
+/// `OTEL_SDK_DISABLED=true`) or nothing installed one (in-process tests).
+pub fn tracer() -> Option<SdkTracer> {
+    TRACER.get().cloned()
 }
 
 impl TelemetryGuard {
@@ -71,60 +94,56 @@ pub fn init(config: &Config, resource: Resource) -> Result<TelemetryGuard, InitE
     let otel = &config.otel;
     global::set_text_map_propagator(TraceContextPropagator::new());
 
-    // `OTEL_TRACES_EXPORTER=none` means no spans at all: with no layer wanting them, the
-    // `tracing` span macros short-circuit and requests carry no trace ids.
+    // `OTEL_TRACES_EXPORTER=none` means no spans at all, and answers carry no trace ids.
     let tracer_provider = (!otel.sdk_disabled && otel.traces_exporter != SignalExporter::None)
         .then(|| tracer_provider(otel, resource.clone()))
         .transpose()?;
+    if let Some(provider) = &tracer_provider {
+        let _ = TRACER.set(provider.tracer("items-api"));
+    }
     let logger_provider = (!otel.sdk_disabled)
         .then(|| logger_provider(otel, resource))
         .transpose()?
         .flatten();
 
-    // The filter was checked when the config was parsed.
-    let filter = EnvFilter::try_new(&config.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    // Stdout shows events only: the access event carries what a span prefix would, and a span
-    // nobody else wants then costs nothing.
+    // The filter was checked when the config was parsed. Each log layer gets its own copy: as a
+    // global filter it would also govern what the other layers see.
+    let log_filter =
+        || EnvFilter::try_new(&config.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let events = || filter_fn(|meta| meta.is_event());
+    let (writer, stdout_guard) = stdout::non_blocking();
     let stdout = match config.log_format {
         LogFormat::Text => fmt::layer()
-            .with_target(true)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-            .with_writer(LineSafeStdout)
-            .with_filter(filter_fn(|meta| meta.is_event()))
+            .event_format(TextWithTraceIds(fmt::format().with_target(true)))
+            .with_writer(LineSafe(writer))
+            .with_filter(events().and(log_filter()))
             .boxed(),
         LogFormat::Json => fmt::layer()
             .event_format(JsonWithTraceIds)
-            .with_filter(filter_fn(|meta| meta.is_event()))
+            .with_writer(writer)
+            .with_filter(events().and(log_filter()))
             .boxed(),
     };
-    let spans = tracer_provider.as_ref().map(|provider| {
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer("items-api"))
-            .with_tracked_inactivity(false)
-            .with_threads(false)
-            .with_location(false)
-            // Events travel as OTLP log records (below); as span events they would be sent twice.
-            .with_filter(filter_fn(|meta| meta.is_span()))
-    });
     // The exporters' own crates log through `tracing` too; feeding those records back into the
     // OTLP log pipeline would loop, so they stay on stdout only.
     let logs = logger_provider.as_ref().map(|provider| {
-        OpenTelemetryTracingBridge::new(provider).with_filter(filter_fn(|meta| {
+        let not_exporters = filter_fn(|meta| {
             !["opentelemetry", "hyper", "h2", "tonic", "reqwest", "tower"]
                 .iter()
                 .any(|prefix| meta.target().starts_with(prefix))
-        }))
+        });
+        OpenTelemetryTracingBridge::new(provider)
+            .with_filter(events().and(not_exporters).and(log_filter()))
     });
     tracing_subscriber::registry()
-        .with(filter)
         .with(stdout)
-        .with(spans)
         .with(logs)
         .init();
 
     Ok(TelemetryGuard {
         tracer_provider,
         logger_provider,
+        _stdout: stdout_guard,
     })
 }
 

@@ -1,6 +1,8 @@
-//! JSON log lines for stdout: one object per event, every value escaped by serde_json (so user
-//! text can never start a second line), and the `trace_id`/`span_id` of the active span, so a
-//! line can be joined to its trace.
+//! Stdout line formats. Both carry the `trace_id`/`span_id` of the request's OTel context, so a
+//! line can be joined to its trace:
+//! - JSON: one object per event, every value escaped by serde_json (user text can never start a
+//!   second line);
+//! - text: tracing-subscriber's own format, with the ids appended.
 
 use std::fmt;
 
@@ -36,7 +38,7 @@ where
         object.insert("level".into(), meta.level().as_str().into());
         object.insert("target".into(), meta.target().into());
         event.record(&mut JsonVisitor(&mut object));
-        // tracing-opentelemetry activates the span's OTel context on entry.
+        // The HTTP middleware runs each request in its span's OTel context.
         let context = opentelemetry::Context::current();
         let span = context.span();
         let span_context = span.span_context();
@@ -82,59 +84,36 @@ impl Visit for JsonVisitor<'_> {
     }
 }
 
-/// Stdout for the text format: one event is one line. Control characters inside an event
-/// (a newline or carriage return in an error message a client provoked) are written escaped,
-/// so no client can forge a second log line. The formatter writes each event in one call.
-pub struct LineSafeStdout;
+/// tracing-subscriber's full text format, then ` trace_id=… span_id=…` when the event happened
+/// inside a traced request.
+pub struct TextWithTraceIds(pub tracing_subscriber::fmt::format::Format);
 
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LineSafeStdout {
-    type Writer = LineSafeWriter;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        LineSafeWriter(std::io::stdout())
-    }
-}
-
-pub struct LineSafeWriter(std::io::Stdout);
-
-/// One formatted event as exactly one line.
-fn escape_line(event: &str) -> String {
-    let body = event.strip_suffix('\n').unwrap_or(event);
-    let mut line = String::with_capacity(event.len() + 1);
-    for ch in body.chars() {
-        match ch {
-            '\n' => line.push_str("\\n"),
-            '\r' => line.push_str("\\r"),
-            // Tab is harmless; ESC starts the formatter's own colour codes (tracing-subscriber
-            // already escapes ESC inside field values).
-            '\t' | '\x1b' => line.push(ch),
-            c if c.is_control() => line.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            c => line.push(c),
+impl<S, N> FormatEvent<S, N> for TextWithTraceIds
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> fmt::Result {
+        let mut line = String::with_capacity(256);
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        let line = line.trim_end_matches('\n');
+        let context = opentelemetry::Context::current();
+        let span = context.span();
+        let span_context = span.span_context();
+        if span_context.is_valid() {
+            writeln!(
+                writer,
+                "{line} trace_id={} span_id={}",
+                span_context.trace_id(),
+                span_context.span_id()
+            )
+        } else {
+            writeln!(writer, "{line}")
         }
-    }
-    line.push('\n');
-    line
-}
-
-impl std::io::Write for LineSafeWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .write_all(escape_line(&String::from_utf8_lossy(buf)).as_bytes())?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn an_event_stays_one_line() {
-        let event = "INFO detail=\"a\nERROR forged\r\" \u{7}bell\tok\n";
-        let line = super::escape_line(event);
-        assert_eq!(line, "INFO detail=\"a\\nERROR forged\\r\" \\u{7}bell\tok\n");
-        assert_eq!(line.lines().count(), 1);
     }
 }

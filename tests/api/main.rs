@@ -15,5 +15,6 @@ mod prom_text;
 mod prometheus_server;
 mod properties;
 mod reliability;
+mod stdout;
 mod tcp_proxy;
 mod traces;

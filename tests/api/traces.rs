@@ -724,3 +724,124 @@ async fn no_secret_query_or_body_reaches_any_signal() {
     }
     assert!(exported.contains("POST /items"), "the search saw the spans");
 }
+
+/// What one scenario (create, get, a 404) leaves behind at a given `RUST_LOG`: the span tree as
+/// (name, kind, parent's name) sorted, and the access records on stdout and over OTLP.
+struct LevelRun {
+    tree: Vec<(String, i32, String)>,
+    stdout_access: usize,
+    otlp_access: usize,
+}
+
+async fn run_at_level(level: &str) -> LevelRun {
+    let receiver = OtlpReceiver::start().await;
+    let app = Traced::start(&receiver.grpc_endpoint, "grpc", &[("RUST_LOG", level)]);
+    let created = app
+        .client
+        .post(app.url("/items"))
+        .json(&json!({"name": "leveled", "price": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let mut traces = vec![created.headers()["traceresponse"]
+        .to_str()
+        .unwrap()
+        .to_owned()];
+    let id = created.json::<Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let got = app.get(&format!("/items/{id}")).await;
+    assert_eq!(got.status(), 200);
+    traces.push(got.headers()["traceresponse"].to_str().unwrap().to_owned());
+    let missing = app.get("/items/987654").await;
+    assert_eq!(missing.status(), 404);
+    traces.push(
+        missing.headers()["traceresponse"]
+            .to_str()
+            .unwrap()
+            .to_owned(),
+    );
+    let problem: Value = missing.json().await.unwrap();
+    let lines = app.stop();
+
+    let spans = all_spans(&receiver.received);
+    let servers = server_spans(&receiver.received);
+    assert_eq!(servers.len(), 3, "{level}: one SERVER span per request");
+    for (server, header) in servers.iter().zip(&traces) {
+        assert_eq!(
+            header,
+            &format!("00-{}-{}-01", hex(&server.trace_id), hex(&server.span_id)),
+            "{level}: traceresponse names the SERVER span"
+        );
+    }
+    let not_found = servers
+        .iter()
+        .find(|s| {
+            s.name == "GET /items/{id}"
+                && attr_int(&s.attributes, "http.response.status_code") == Some(404)
+        })
+        .unwrap();
+    assert_eq!(
+        problem["trace_id"],
+        hex(&not_found.trace_id),
+        "{level}: the 404 body names its trace"
+    );
+    let name_of = |id: &[u8]| {
+        spans
+            .iter()
+            .find(|s| s.span_id == id)
+            .map_or_else(|| "-".to_owned(), |s| s.name.clone())
+    };
+    let mut tree: Vec<(String, i32, String)> = spans
+        .iter()
+        .map(|s| (s.name.clone(), s.kind, name_of(&s.parent_span_id)))
+        .collect();
+    tree.sort();
+    let otlp_access = receiver
+        .received
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|r| &r.resource_logs)
+        .flat_map(|r| &r.scope_logs)
+        .flat_map(|s| &s.log_records)
+        .filter(|r| attr_str(&r.attributes, "route").is_some())
+        .count();
+    LevelRun {
+        tree,
+        stdout_access: lines
+            .iter()
+            .filter(|l| l["target"] == "items_api::access")
+            .count(),
+        otlp_access,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_level_governs_log_events_only() {
+    let info = run_at_level("info").await;
+    assert_eq!((info.stdout_access, info.otlp_access), (3, 3));
+    assert!(
+        info.tree
+            .iter()
+            .any(|(name, kind, parent)| name == "SELECT items"
+                && *kind == SpanKind::Client as i32
+                && parent == "GET /items/{id}"),
+        "DB spans are children of the SERVER span: {:?}",
+        info.tree
+    );
+    for level in ["warn", "error"] {
+        let run = run_at_level(level).await;
+        assert_eq!(
+            run.tree, info.tree,
+            "at {level} the same spans, with the same parents, as at info"
+        );
+        assert_eq!(
+            (run.stdout_access, run.otlp_access),
+            (0, 0),
+            "at {level} no INFO access event reaches stdout or OTLP"
+        );
+    }
+}
