@@ -41,7 +41,6 @@ not get exactly the spans and log records the measured requests make.
 
 import argparse
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -165,6 +164,13 @@ def received(stats):
     }
 
 
+def tail(path, lines=15):
+    try:
+        return "".join(Path(path).read_text(errors="replace").splitlines(keepends=True)[-lines:])
+    except OSError:
+        return ""
+
+
 def one_run(args, binary, workdir, cfg, endpoint, sink, keep_dir):
     """One service under callgrind, one endpoint: returns the run's record."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -178,7 +184,12 @@ def one_run(args, binary, workdir, cfg, endpoint, sink, keep_dir):
     # The receiver is shared by the runs: this run's telemetry is what comes on top of this.
     start_counts = received(sink.stats()) if exporting else None
     t0 = time.monotonic()
-    svc.start(timeout=args.start_timeout)
+    try:
+        svc.start(timeout=args.start_timeout)
+    except RuntimeError as err:
+        svc.stop()
+        raise RuntimeError(f"{tag}: the service did not start under valgrind: {err}\n"
+                           f"{tail(workdir / f'valgrind.{tag}.log')}{tail(svc.stdout_path)}") from err
     started_s = time.monotonic() - t0
     statuses_warm, statuses = {}, {}
     client = Client(svc.port)
@@ -386,5 +397,4 @@ def main():
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     main()
