@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""What the telemetry costs, in instructions per request: deterministic where wall-clock
-ratios are not (on a shared box they moved 4x between rounds).
+"""What the telemetry costs, in instructions per request: repeatable to about 1 % (0.2 % on a
+quiet box) where wall-clock ratios are not (on a shared box they moved 4x between rounds).
 
     python3 load/icount.py                  # N=1000 per config and endpoint, ~3 min
     python3 load/icount.py --quick          # N=100, warm-up 20, idle 1 s: the CI smoke run (~1.5 min)
