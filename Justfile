@@ -68,7 +68,12 @@ bench *args:
     python3 load/bench.py {{args}}
     cargo bench --bench metrics_render
 
-# The benchmark harness in quick mode (a few seconds of load), so it cannot rot.
+# Instructions per request under callgrind, off / metrics / default / full (OTLP/HTTP and gRPC) on GET and POST: reports/icount.json (~3 min; `--quick` ~1.5 min).
+bench-icount *args:
+    cargo build --release
+    python3 load/icount.py {{args}}
+
+# The benchmark harnesses in quick mode (wrk for a few seconds, callgrind on 100 requests a config), so they cannot rot.
 test-bench:
     cargo build --release
     python3 -m pytest -q -p no:cacheprovider load/test_bench_quick.py

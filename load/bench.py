@@ -44,7 +44,6 @@ import harness  # noqa: E402
 from harness import LOADGEN_CORE, Client, Service, log, median  # noqa: E402
 
 WRK_SCRIPT = harness.LOAD_DIR / "wrk" / "bench.lua"
-SINK_SCRIPT = harness.LOAD_DIR / "otlp_sink.py"
 
 ENDPOINTS = {
     "GET /items/{id}": {"method": "GET", "expect": 200},
@@ -66,7 +65,10 @@ TARGETS = {  # informational: ratio of telemetry-off throughput on GET /items/{i
 RENDER_TARGET_MS = 5.0
 
 
-def config_env(name, sink_url):
+def config_env(name, sink_url, protocol="http/protobuf", otlp_metrics=True):
+    """The environment of a config; `full` exports to `sink_url` over `protocol`, and pushes
+    metrics over OTLP too unless `otlp_metrics` is false (icount.py: a push per interval is
+    not a per-request cost)."""
     if name == "off":
         return {"OTEL_SDK_DISABLED": "true"}
     if name == "quiet":
@@ -76,13 +78,15 @@ def config_env(name, sink_url):
     if name == "default":
         return {}
     if name == "full":
-        return {
+        env = {
             "OTEL_EXPORTER_OTLP_ENDPOINT": sink_url,
-            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
             "OTEL_TRACES_SAMPLER": "parentbased_always_on",
-            "OTEL_METRICS_EXPORTER": "prometheus,otlp",
-            "OTEL_METRIC_EXPORT_INTERVAL": "5000",
+            "OTEL_METRICS_EXPORTER": "prometheus",
         }
+        if otlp_metrics:
+            env.update({"OTEL_METRICS_EXPORTER": "prometheus,otlp", "OTEL_METRIC_EXPORT_INTERVAL": "5000"})
+        return env
     raise ValueError(name)
 
 
@@ -116,26 +120,6 @@ def run_wrk(port, endpoint, item_id, seconds, threads, connections):
         raise RuntimeError(f"wrk saw errors on {endpoint}: {r}")
     r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
     return r
-
-
-# --------------------------------------------------------------------------- OTLP sink
-
-
-def sink_stats(port):
-    client = Client(port)
-    try:
-        status, _, data = client.request("GET", "/stats")
-        return json.loads(data) if status == 200 else {}
-    finally:
-        client.close()
-
-
-def sink_delta(before, after):
-    out = {}
-    for path, entry in after.items():
-        prev = before.get(path, {})
-        out[path] = {k: v - prev.get(k, 0) for k, v in entry.items()}
-    return out
 
 
 # --------------------------------------------------------------------------- /metrics timing
@@ -297,8 +281,8 @@ def span_counters(port):
     return out
 
 
-def one_run(args, binary, workdir, cfg, sink_port, sink_url):
-    svc = Service(binary, workdir, env=config_env(cfg, sink_url))
+def one_run(args, binary, workdir, cfg, sink):
+    svc = Service(binary, workdir, env=config_env(cfg, sink.url()))
     svc.start()
     served = 0
     counters = None
@@ -310,7 +294,7 @@ def one_run(args, binary, workdir, cfg, sink_port, sink_url):
         item_id = ids[len(ids) // 2]
         for ep in ENDPOINTS:  # warm-up, discarded
             served += run_wrk(svc.port, ep, item_id, args.warmup, args.threads, args.connections)["requests"]
-        before = sink_stats(sink_port) if cfg == "full" else None
+        before = sink.stats() if cfg == "full" else None
         results = {}
         for ep in ENDPOINTS:
             cpu0 = svc.cpu_seconds()
@@ -332,7 +316,7 @@ def one_run(args, binary, workdir, cfg, sink_port, sink_url):
             # still queued; compare with the measured requests
             "measured_requests": sum(r["requests"] for r in results.values()),
             "requests_served_total": served,
-            "sink": sink_delta(before, sink_stats(sink_port)),
+            "sink": sink.delta(before, sink.stats()),
             "service_span_counters": counters,
         }
     return results, exported
@@ -371,12 +355,7 @@ def main():
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.duration, args.warmup, args.render_samples = 1, 2, 1, 20
-    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    if "off" not in configs:
-        configs.insert(0, "off")
-    for c in configs:
-        if c not in CONFIG_DOC:
-            sys.exit(f"unknown config {c!r}")
+    configs = harness.config_list(args.configs, CONFIG_DOC)
     args.duration, args.warmup = max(1, args.duration), max(1, args.warmup)  # wrk takes whole seconds
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install wrk")
@@ -391,40 +370,33 @@ def main():
     log(f"{args.rounds} round(s) x {len(configs)} configs x {len(ENDPOINTS)} endpoints x {args.duration}s "
         f"(warm-up {args.warmup}s per endpoint), wrk -t{args.threads} -c{args.connections}; load avg {load_before[0]:.2f}")
 
-    sink_port = harness.free_port()
-    sink_url = f"http://127.0.0.1:{sink_port}"
-    sink_proc = subprocess.Popen(
-        harness.pin(LOADGEN_CORE) + [sys.executable, str(SINK_SCRIPT), "--port", str(sink_port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    sink = harness.OtlpSink()
     audit = harness.CpuAudit()
     runs = {c: {ep: [] for ep in ENDPOINTS} for c in configs}
     exported = []
     started = time.monotonic()
     try:
-        harness.wait_http("127.0.0.1", sink_port, "/stats", proc=sink_proc)
+        sink.start()
         for rnd in range(args.rounds):
             order = configs[rnd % len(configs):] + configs[: rnd % len(configs)]
             for cfg in order:
                 log(f"round {rnd + 1}/{args.rounds}: {cfg}")
-                results, exp = one_run(args, binary, tmp / f"{cfg}-{rnd}", cfg, sink_port, sink_url)
+                results, exp = one_run(args, binary, tmp / f"{cfg}-{rnd}", cfg, sink)
                 for ep, r in results.items():
                     runs[cfg][ep].append(r)
                     log(f"  {ep:16s} {r['rps']:9.0f} req/s  p50 {r['p50_us'] / 1e3:.3f} ms  "
                         f"p99 {r['p99_us'] / 1e3:.3f} ms  cpu {r['cpu_us_per_req']:.1f} µs/req")
                 if exp is not None:
                     exported.append({"round": rnd + 1, **exp})
-                    sink = exp["sink"]
-                    log(f"  OTLP sink got {sink.get('/v1/traces', {}).get('spans', 0)} spans, "
-                        f"{sink.get('/v1/logs', {}).get('log_records', 0)} log records, "
-                        f"{sink.get('/v1/metrics', {}).get('metrics', 0)} metrics for "
+                    got = exp["sink"]
+                    log(f"  OTLP sink got {got.get('/v1/traces', {}).get('spans', 0)} spans, "
+                        f"{got.get('/v1/logs', {}).get('log_records', 0)} log records, "
+                        f"{got.get('/v1/metrics', {}).get('metrics', 0)} metrics for "
                         f"{exp['measured_requests']} measured requests; service span counters "
                         f"{json.dumps(exp['service_span_counters'])}")
         render = metrics_render_section(binary, tmp, args.render_samples)
     finally:
-        sink_proc.terminate()
-        sink_proc.wait()
+        sink.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
     summary = {}

@@ -66,6 +66,18 @@ def find_binary(explicit=None):
     )
 
 
+def config_list(text, known):
+    """A --configs value ("off,full") as a list, `off` first (every ratio is against it);
+    exits on a name not in `known`."""
+    configs = [c.strip() for c in text.split(",") if c.strip()]
+    if "off" not in configs:
+        configs.insert(0, "off")
+    for c in configs:
+        if c not in known:
+            sys.exit(f"unknown config {c!r} (known: {', '.join(known)})")
+    return configs
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -94,9 +106,11 @@ def wait_http(url_host, port, path, timeout=30.0, proc=None):
 
 
 class Service:
-    """items-api on 127.0.0.1:<free port>, SQLite in `workdir`, pinned to SERVICE_CORE."""
+    """items-api on 127.0.0.1:<free port>, SQLite in `workdir`, pinned to SERVICE_CORE.
+    `wrapper` is a command the binary runs under (valgrind for icount.py); it must exec the
+    binary in the same process, so `proc.pid` is the service's pid either way."""
 
-    def __init__(self, binary, workdir, env=None, stdout_path=None, core=SERVICE_CORE):
+    def __init__(self, binary, workdir, env=None, stdout_path=None, core=SERVICE_CORE, wrapper=()):
         self.binary = Path(binary)
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -123,13 +137,14 @@ class Service:
         self.env.update(env or {})
         self.stdout_path = stdout_path
         self.core = core
+        self.wrapper = list(wrapper)
         self.proc = None
         self._out = None
 
     def start(self, timeout=30.0):
         self._out = open(self.stdout_path, "wb") if self.stdout_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(
-            pin(self.core) + [str(self.binary)],
+            pin(self.core) + self.wrapper + [str(self.binary)],
             cwd=self.workdir,
             env=self.env,
             stdout=self._out,
@@ -162,6 +177,72 @@ class Service:
                 self.proc.wait()
         if self._out not in (None, subprocess.DEVNULL):
             self._out.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class OtlpSink:
+    """load/otlp_sink.py on core LOADGEN_CORE: OTLP/HTTP on a free port, and OTLP/gRPC on
+    another when `grpc` (needs grpcio). `stats()` is what it has received so far."""
+
+    SCRIPT = LOAD_DIR / "otlp_sink.py"
+
+    def __init__(self, grpc=False):
+        self.port = free_port()
+        self.grpc_port = free_port() if grpc else None
+        self.proc = None
+
+    def url(self, protocol="http/protobuf"):
+        """The OTEL_EXPORTER_OTLP_ENDPOINT that reaches this sink over `protocol`."""
+        if protocol == "grpc":
+            if self.grpc_port is None:
+                raise ValueError("this sink was started without OTLP/gRPC")
+            return f"http://127.0.0.1:{self.grpc_port}"
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        cmd = [sys.executable, str(self.SCRIPT), "--port", str(self.port)]
+        if self.grpc_port is not None:
+            cmd += ["--grpc-port", str(self.grpc_port)]
+        self.proc = subprocess.Popen(
+            pin(LOADGEN_CORE) + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        try:
+            wait_http("127.0.0.1", self.port, "/stats", proc=self.proc)
+        except RuntimeError as err:
+            self.stop()
+            raise RuntimeError(f"OTLP sink did not start: {err}: {self.stderr_tail()}") from err
+        return self
+
+    def stderr_tail(self):
+        if self.proc and self.proc.poll() is not None and self.proc.stderr:
+            return self.proc.stderr.read().decode(errors="replace")[-2000:]
+        return ""
+
+    def stats(self):
+        client = Client(self.port)
+        try:
+            status, _, data = client.request("GET", "/stats")
+            return json.loads(data) if status == 200 else {}
+        finally:
+            client.close()
+
+    @staticmethod
+    def delta(before, after):
+        out = {}
+        for path, entry in after.items():
+            prev = before.get(path, {})
+            out[path] = {k: v - prev.get(k, 0) for k, v in entry.items()}
+        return out
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait()
 
     def __enter__(self):
         return self.start()

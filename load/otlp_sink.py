@@ -1,12 +1,17 @@
-"""A minimal OTLP/HTTP receiver for benchmarks: it accepts and discards.
+"""A minimal OTLP receiver for benchmarks: it accepts and discards, over OTLP/HTTP and,
+with --grpc-port, over OTLP/gRPC too.
 
 POST /v1/traces, /v1/logs, /v1/metrics → 200, empty body, content-type
 application/x-protobuf (an empty Export*ServiceResponse is zero bytes, so this is a
-valid answer). GET /stats → JSON counts per path of requests, bytes and items (spans,
-log records, metrics), so a benchmark can prove the telemetry actually arrived. Items
-are counted by walking only the three protobuf envelope levels, which is cheap.
+valid answer). The gRPC Export methods of the trace, logs and metrics services answer the
+same empty message (grpcio, with the raw bytes passed through: no generated code). GET
+/stats (on the HTTP port) → JSON counts per signal of requests, bytes and items (spans,
+log records, metrics) received over either protocol, so a benchmark can prove the
+telemetry actually arrived. Items are counted by walking only the three protobuf
+envelope levels, which is cheap.
 
     python3 load/otlp_sink.py --port 4318
+    python3 load/otlp_sink.py --port 4318 --grpc-port 4317   # needs grpcio
 """
 
 import argparse
@@ -20,6 +25,13 @@ _stats = {}
 
 
 ITEM_NAME = {"/v1/traces": "spans", "/v1/logs": "log_records", "/v1/metrics": "metrics"}
+
+# The gRPC service of each signal; its counts land under the same key as OTLP/HTTP's path.
+GRPC_SERVICES = {
+    "opentelemetry.proto.collector.trace.v1.TraceService": "/v1/traces",
+    "opentelemetry.proto.collector.logs.v1.LogsService": "/v1/logs",
+    "opentelemetry.proto.collector.metrics.v1.MetricsService": "/v1/metrics",
+}
 
 
 def _varint(buf, i):
@@ -68,6 +80,24 @@ def count_items(body):
     return count
 
 
+def record(path, length, body, protocol):
+    """Counts one export request (a decompressed protobuf body) under its signal."""
+    try:
+        items = count_items(memoryview(body))
+        bad = 0
+    except (ValueError, IndexError):
+        items, bad = 0, 1
+    with _lock:
+        entry = _stats.setdefault(
+            path, {"requests": 0, "bytes": 0, ITEM_NAME[path]: 0, "unparsed": 0}
+        )
+        entry["requests"] += 1
+        entry["bytes"] += length
+        entry[ITEM_NAME[path]] += items
+        entry["unparsed"] += bad
+        entry[protocol] = entry.get(protocol, 0) + 1
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as a real collector does
 
@@ -77,21 +107,12 @@ class Handler(BaseHTTPRequestHandler):
         if self.path not in ITEM_NAME:
             self._answer(404, b"", "text/plain")
             return
-        try:
-            if self.headers.get("Content-Encoding", "").lower() == "gzip":
+        if self.headers.get("Content-Encoding", "").lower() == "gzip":
+            try:
                 body = gzip.decompress(body)
-            items = count_items(memoryview(body))
-            bad = 0
-        except (ValueError, IndexError, OSError):
-            items, bad = 0, 1
-        with _lock:
-            entry = _stats.setdefault(
-                self.path, {"requests": 0, "bytes": 0, ITEM_NAME[self.path]: 0, "unparsed": 0}
-            )
-            entry["requests"] += 1
-            entry["bytes"] += length
-            entry[ITEM_NAME[self.path]] += items
-            entry["unparsed"] += bad
+            except OSError:
+                body = b"\xff"  # counted as unparsed
+        record(self.path, length, body, "http")
         self._answer(200, b"", "application/x-protobuf")
 
     def do_GET(self):
@@ -114,18 +135,49 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
+def grpc_server(host, port):
+    """OTLP/gRPC on host:port: the three Export methods, raw bytes in (grpcio decompresses
+    gzip itself), the empty response out."""
+    from concurrent import futures
+
+    import grpc  # only this mode needs grpcio
+
+    def export(path):
+        def handle(request, _context):
+            record(path, len(request), request, "grpc")
+            return b""
+
+        return grpc.unary_unary_rpc_method_handler(handle)  # no (de)serializer: bytes
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    for service, path in GRPC_SERVICES.items():
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service, {"Export": export(path)}),)
+        )
+    if server.add_insecure_port(f"{host}:{port}") == 0:
+        raise SystemExit(f"cannot listen on {host}:{port} for OTLP/gRPC")
+    server.start()
+    return server
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=4318)
+    parser.add_argument("--port", type=int, default=4318, help="OTLP/HTTP and GET /stats")
+    parser.add_argument("--grpc-port", type=int, help="also serve OTLP/gRPC here (needs grpcio)")
     args = parser.parse_args()
+    grpc_srv = grpc_server(args.host, args.grpc_port) if args.grpc_port else None
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     server.daemon_threads = True
-    print(f"otlp sink listening on http://{args.host}:{args.port}", flush=True)
+    print(f"otlp sink listening on http://{args.host}:{args.port}"
+          + (f" and grpc://{args.host}:{args.grpc_port}" if grpc_srv else ""), flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
+    finally:
+        if grpc_srv:
+            grpc_srv.stop(0)
 
 
 if __name__ == "__main__":
