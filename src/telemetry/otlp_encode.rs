@@ -28,37 +28,66 @@ const CONTEXT_IS_REMOTE: u32 = 0x200;
 
 /// The request body for a batch of spans.
 pub fn encode_spans(resource: &Resource, spans: &[SpanData]) -> Vec<u8> {
+    // Every nested length is computed once, bottom up, then the bytes are written top down.
     let scopes = group_by_scope(spans);
-    let resource_spans = resource_spans_len(resource, &scopes);
+    let resource_body = resource_len(resource);
+    let resource_spans = len_field(1, resource_body)
+        + scopes
+            .iter()
+            .map(|s| len_field(2, s.body_len))
+            .sum::<usize>()
+        + str_field(3, resource.schema_url().unwrap_or_default());
     let mut buf = Vec::with_capacity(len_field(1, resource_spans));
     put_len(&mut buf, 1, resource_spans);
     // ResourceSpans
-    put_len(&mut buf, 1, resource_len(resource));
+    put_len(&mut buf, 1, resource_body);
     put_resource(&mut buf, resource);
-    for (scope, members) in &scopes {
-        put_len(&mut buf, 2, scope_spans_len(scope, members));
-        put_len(&mut buf, 1, scope_len(scope));
-        put_scope(&mut buf, scope);
-        for span in members {
-            put_len(&mut buf, 2, span_len(span));
+    for scope in &scopes {
+        put_len(&mut buf, 2, scope.body_len);
+        put_len(&mut buf, 1, scope_len(scope.scope));
+        put_scope(&mut buf, scope.scope);
+        for (span, len) in &scope.spans {
+            put_len(&mut buf, 2, *len);
             put_span(&mut buf, span);
         }
-        put_str(&mut buf, 3, scope.schema_url().unwrap_or_default());
+        put_str(&mut buf, 3, scope.scope.schema_url().unwrap_or_default());
     }
     put_str(&mut buf, 3, resource.schema_url().unwrap_or_default());
     buf
 }
 
-fn group_by_scope(spans: &[SpanData]) -> Vec<(&InstrumentationScope, Vec<&SpanData>)> {
-    let mut scopes: Vec<(&InstrumentationScope, Vec<&SpanData>)> = Vec::new();
+/// The spans of one instrumentation scope, each with its encoded length.
+struct ScopeGroup<'a> {
+    scope: &'a InstrumentationScope,
+    spans: Vec<(&'a SpanData, usize)>,
+    /// The `ScopeSpans` message's length.
+    body_len: usize,
+}
+
+fn group_by_scope(spans: &[SpanData]) -> Vec<ScopeGroup<'_>> {
+    let mut scopes: Vec<ScopeGroup<'_>> = Vec::new();
     for span in spans {
+        let entry = (span, span_len(span));
         match scopes
             .iter_mut()
-            .find(|(scope, _)| **scope == span.instrumentation_scope)
+            .find(|group| *group.scope == span.instrumentation_scope)
         {
-            Some((_, members)) => members.push(span),
-            None => scopes.push((&span.instrumentation_scope, vec![span])),
+            Some(group) => group.spans.push(entry),
+            None => scopes.push(ScopeGroup {
+                scope: &span.instrumentation_scope,
+                spans: vec![entry],
+                body_len: 0,
+            }),
         }
+    }
+    for group in &mut scopes {
+        group.body_len = len_field(1, scope_len(group.scope))
+            + group
+                .spans
+                .iter()
+                .map(|(_, len)| len_field(2, *len))
+                .sum::<usize>()
+            + str_field(3, group.scope.schema_url().unwrap_or_default());
     }
     scopes
 }
@@ -163,27 +192,6 @@ fn scope_len(scope: &InstrumentationScope) -> usize {
     str_field(1, scope.name())
         + str_field(2, scope.version().unwrap_or_default())
         + attributes_len(3, scope.attributes())
-}
-
-fn scope_spans_len(scope: &InstrumentationScope, spans: &[&SpanData]) -> usize {
-    len_field(1, scope_len(scope))
-        + spans
-            .iter()
-            .map(|s| len_field(2, span_len(s)))
-            .sum::<usize>()
-        + str_field(3, scope.schema_url().unwrap_or_default())
-}
-
-fn resource_spans_len(
-    resource: &Resource,
-    scopes: &[(&InstrumentationScope, Vec<&SpanData>)],
-) -> usize {
-    len_field(1, resource_len(resource))
-        + scopes
-            .iter()
-            .map(|(scope, spans)| len_field(2, scope_spans_len(scope, spans)))
-            .sum::<usize>()
-        + str_field(3, resource.schema_url().unwrap_or_default())
 }
 
 fn status_len(status: &Status) -> usize {
