@@ -17,7 +17,7 @@ run *args:
     cargo run --release -- {{args}}
 
 # Everything CI checks: format, lint, unit and integration tests, Prometheus/Alertmanager configs, the container stack files.
-test: fmt-check lint test-rust check-prometheus check-compose check-stack test-bench
+test: fmt-check lint test-rust test-openapi check-prometheus check-compose check-stack test-bench
 
 # Check formatting without changing files.
 fmt-check:
@@ -42,6 +42,11 @@ test-rust:
         echo
         echo "NOTE: PostgreSQL tests were SKIPPED: set ITEMS_API_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres to run them."
     fi
+
+# /openapi.json against the real binary: schemathesis (--checks all, stateful phase) on SQLite and PostgreSQL, and a generated client's round trip (~40 s).
+test-openapi:
+    cargo build --quiet
+    ITEMS_API_BINARY="${CARGO_TARGET_DIR:-target}/debug/items-api" python3 -m pytest -q -p no:cacheprovider tests/openapi
 
 # promtool/amtool: Prometheus config, rules and their unit tests, Alertmanager config.
 check-prometheus:
