@@ -73,6 +73,11 @@ bench *args:
     python3 load/bench.py {{args}}
     cargo bench --bench metrics_render
 
+# GET /items at 1 k and 1 M rows (SQLite): first page and cursor page must stay within 2x; reports/list_bench.md (~1 min).
+bench-list *args:
+    cargo build --release
+    python3 load/list_bench.py {{args}}
+
 # The benchmark harness in quick mode (a few seconds of load), so it cannot rot.
 test-bench:
     cargo build --release
