@@ -8,7 +8,6 @@
 # The toolchain must be at least the newest rust-version of the locked dependencies
 # (sqlx 0.9 needs 1.94). Builder and runtime are both Debian 12, so the glibc matches.
 ARG RUST_VERSION=1.95.0
-ARG BUSYBOX_VERSION=1.37.0
 
 FROM rust:${RUST_VERSION}-slim-bookworm AS builder
 WORKDIR /build
@@ -36,15 +35,10 @@ COPY src ./src
 RUN cargo build --release --locked \
  && install -D -m 0755 target/release/items-api /out/items-api
 
-# A statically linked BusyBox, used only as `wget` by the health check (distroless has
-# neither a shell nor an HTTP client, and the service has no health sub-command).
-FROM busybox:${BUSYBOX_VERSION}-musl AS busybox
-
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
 LABEL org.opencontainers.image.title="items-api" \
       org.opencontainers.image.description="Items CRUD API, observable by construction (OpenTelemetry metrics, traces, logs)" \
       org.opencontainers.image.licenses="MIT"
-COPY --from=busybox /bin/busybox /usr/local/bin/wget
 COPY --from=builder /out/items-api /usr/local/bin/items-api
 # /home/nonroot is writable by the runtime user: the default DATABASE_URL
 # (sqlite://items.db?mode=rwc) creates its file here when no PostgreSQL URL is given.
@@ -53,9 +47,9 @@ USER 65532:65532
 ENV LISTEN_ADDR=0.0.0.0:8000 \
     LOG_FORMAT=json
 EXPOSE 8000
-# Ready = the process answers and the database does (503 otherwise). Assumes the
-# default port; if LISTEN_ADDR changes, override the check (compose and Kubernetes
-# define their own probes anyway).
+# Ready = the process answers and the database does (503 otherwise). Distroless has no
+# shell or HTTP client: the binary probes itself (`items-api healthcheck` asks
+# /health/ready at LISTEN_ADDR, so it follows a changed port).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-    CMD ["wget", "-q", "-T", "2", "-O", "/dev/null", "http://127.0.0.1:8000/health/ready"]
+    CMD ["/usr/local/bin/items-api", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/items-api"]

@@ -17,7 +17,7 @@ run *args:
     cargo run --release -- {{args}}
 
 # Everything CI checks: format, lint, unit and integration tests, Prometheus/Alertmanager configs, the container stack files.
-test: fmt-check lint test-rust check-prometheus check-compose check-stack test-bench
+test: fmt-check lint test-rust test-openapi check-prometheus check-compose check-stack test-bench
 
 # Check formatting without changing files.
 fmt-check:
@@ -43,6 +43,11 @@ test-rust:
         echo "NOTE: PostgreSQL tests were SKIPPED: set ITEMS_API_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres to run them."
     fi
 
+# /openapi.json against the real binary: schemathesis (--checks all, stateful phase) on SQLite and PostgreSQL, and a generated client's round trip (~40 s).
+test-openapi:
+    cargo build --quiet
+    ITEMS_API_BINARY="${CARGO_TARGET_DIR:-target}/debug/items-api" python3 -m pytest -q -p no:cacheprovider tests/openapi
+
 # promtool/amtool: Prometheus config, rules and their unit tests, Alertmanager config.
 check-prometheus:
     bash prometheus/check.sh
@@ -67,6 +72,11 @@ bench *args:
     cargo build --release
     python3 load/bench.py {{args}}
     cargo bench --bench metrics_render
+
+# GET /items at 1 k and 1 M rows (SQLite): first page and cursor page must stay within 2x; reports/list_bench.md (~1 min).
+bench-list *args:
+    cargo build --release
+    python3 load/list_bench.py {{args}}
 
 # Instructions per request under callgrind, off / metrics / default / full (OTLP/HTTP and gRPC) on GET and POST: reports/icount.json (~3 min; `--quick` ~1.5 min).
 bench-icount *args:

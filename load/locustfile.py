@@ -66,22 +66,22 @@ def _new_item():
 
 
 def _list(user):
-    """GET /items with a random page inside what the last answer said exists.
+    """GET /items, paging on from where this user's last page ended (the cursor of its
+    `next_cursor`), back to the first page after the last one, as a client walking the
+    whole collection would.
 
     Returns the ids on the page (possibly empty), or None when the call failed."""
-    offset = random.randint(0, max(0, user.total_seen - PAGE_SIZE))
-    with user.client.get(
-        f"/items?limit={PAGE_SIZE}&offset={offset}",
-        name=LIST_ROUTE,
-        catch_response=True,
-    ) as resp:
+    url = f"/items?limit={PAGE_SIZE}"
+    if user.cursor:
+        url += f"&cursor={user.cursor}"
+    with user.client.get(url, name=LIST_ROUTE, catch_response=True) as resp:
         if resp.status_code != 200:
             resp.failure(f"list: expected 200, got {resp.status_code}")
             return None
         try:
             body = resp.json()
             items = body["items"]
-            user.total_seen = int(body["total"])
+            user.cursor = body["next_cursor"]
         except (ValueError, KeyError, TypeError) as err:
             resp.failure(f"list: bad body ({err})")
             return None
@@ -96,7 +96,7 @@ class CrudUser(FastHttpUser):
 
     def on_start(self):
         self.ids = []
-        self.total_seen = 0
+        self.cursor = None
         for _ in range(SEED_ITEMS):
             self.create_item()
 
@@ -155,7 +155,7 @@ class ReadOnlyUser(FastHttpUser):
 
     def on_start(self):
         self.seen = []
-        self.total_seen = 0
+        self.cursor = None
 
     @task(10)
     def list_items(self):

@@ -370,8 +370,7 @@ def diagnose(stages, broke):
         )
     if routes and last["p95_ms"] > 50:
         findings.append("client p95 by route: " + ", ".join(
-            f"{k} {v['p95_ms']:.0f} ms" for k, v in routes)
-            + " (GET /items makes two DB calls, so under pool contention it waits twice)")
+            f"{k} {v['p95_ms']:.0f} ms" for k, v in routes))
     if len(stages) >= 2:
         prev = stages[-2]
         if last["users"] >= 1.3 * prev["users"] and last["rps"] < 1.1 * prev["rps"]:

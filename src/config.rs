@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
-use clap::{ArgAction, Args, Parser, ValueEnum};
+use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 /// The `items-api` command line.
 #[derive(Debug, Clone, Parser)]
@@ -13,6 +13,10 @@ use clap::{ArgAction, Args, Parser, ValueEnum};
     about = "Items CRUD API, observable by construction"
 )]
 pub struct Config {
+    /// What to do; with none, the service serves.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// `sqlite://…` or `postgres://…`; migrations run at start.
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://items.db?mode=rwc", value_parser = DatabaseUrl::from_str)]
     pub database_url: DatabaseUrl,
@@ -70,12 +74,27 @@ pub struct Config {
     #[arg(long, env = "FAULT_ERROR_RATIO", value_parser = parse_ratio)]
     pub fault_error_ratio: Option<f64>,
 
+    /// Share (0..=1) of `/items*` requests whose handler panics (answered 500), for demos and
+    /// tests of the panic guard.
+    #[arg(long, env = "FAULT_PANIC_RATIO", value_parser = parse_ratio)]
+    pub fault_panic_ratio: Option<f64>,
+
     /// Delay added to every `/items*` request (`150ms`, `1s`), for demos and alert tests.
     #[arg(long, env = "FAULT_DELAY", value_parser = parse_duration)]
     pub fault_delay: Option<Duration>,
 
     #[command(flatten)]
     pub otel: OtelConfig,
+}
+
+/// What the binary does besides serving (the default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Apply the database migrations and exit (a Kubernetes init container or Job runs this).
+    Migrate,
+    /// Exit 0 when the instance at `LISTEN_ADDR` answers `/health/ready` with 200, else 1
+    /// (the container health check: distroless images have no shell or wget).
+    Healthcheck,
 }
 
 /// The standard OpenTelemetry SDK variables this service honours.
@@ -393,6 +412,35 @@ impl OtelConfig {
 }
 
 impl Config {
+    /// Parses the command line and the environment. An empty environment variable counts as
+    /// unset, for every setting: compose and Kubernetes pass `VAR=` for "not given".
+    pub fn from_env_and_args() -> Result<Self, clap::Error> {
+        let mut command = Self::command();
+        let empty: Vec<clap::Id> = command
+            .get_arguments()
+            .filter(|arg| {
+                arg.get_env()
+                    .and_then(std::env::var_os)
+                    .is_some_and(|value| value.is_empty())
+            })
+            .map(|arg| arg.get_id().clone())
+            .collect();
+        for id in empty {
+            command = command.mut_arg(id, |arg| arg.env(None::<&str>));
+        }
+        let matches = command.try_get_matches()?;
+        Self::from_arg_matches(&matches)
+    }
+
+    /// The settings the store uses, and only those.
+    pub fn store(&self) -> StoreConfig {
+        StoreConfig {
+            url: self.database_url.clone(),
+            max_connections: self.db_max_connections,
+            acquire_timeout: self.db_acquire_timeout,
+        }
+    }
+
     /// The configuration a test wants: everything default, on the given database, on port 0.
     pub fn for_tests(database_url: DatabaseUrl) -> Self {
         let mut config = Config::parse_from(["items-api"]);
@@ -415,11 +463,22 @@ pub enum Backend {
     Postgres,
 }
 
-/// A database URL that has been checked to name a supported backend.
+/// What the store needs to open its pool.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub url: DatabaseUrl,
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+/// A database URL that has been checked to name a supported backend, parsed once: the parts
+/// telemetry reports (database name, server) are read here, never re-parsed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct DatabaseUrl {
     url: String,
     backend: Backend,
+    namespace: String,
+    server: Option<(String, u16)>,
 }
 
 impl DatabaseUrl {
@@ -429,6 +488,18 @@ impl DatabaseUrl {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The database: the file of a SQLite URL, the database name of a PostgreSQL one.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Host and port of a PostgreSQL server (5432 when the URL names none); `None` for SQLite.
+    pub fn server(&self) -> Option<(&str, u16)> {
+        self.server
+            .as_ref()
+            .map(|(host, port)| (host.as_str(), *port))
     }
 }
 
@@ -444,9 +515,20 @@ impl FromStr for DatabaseUrl {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let parsed = url::Url::parse(s).map_err(|e| format!("not a URL ({e})"))?;
-        let backend = match parsed.scheme() {
-            "sqlite" => Backend::Sqlite,
-            "postgres" | "postgresql" => Backend::Postgres,
+        let (backend, namespace, server) = match parsed.scheme() {
+            // sqlite://path/to/file.db?mode=rwc: host and path together name the file.
+            "sqlite" => {
+                let file = s.trim_start_matches("sqlite://");
+                let file = file.split('?').next().unwrap_or_default().to_owned();
+                (Backend::Sqlite, file, None)
+            }
+            "postgres" | "postgresql" => {
+                let database = parsed.path().trim_start_matches('/').to_owned();
+                let server = parsed
+                    .host_str()
+                    .map(|host| (host.to_owned(), parsed.port().unwrap_or(5432)));
+                (Backend::Postgres, database, server)
+            }
             other => {
                 return Err(format!(
                     "unsupported scheme `{other}`: use sqlite://… or postgres://…"
@@ -456,6 +538,8 @@ impl FromStr for DatabaseUrl {
         Ok(Self {
             url: s.to_owned(),
             backend,
+            namespace,
+            server,
         })
     }
 }
@@ -623,6 +707,15 @@ mod tests {
         assert_eq!(sqlite.backend(), Backend::Sqlite);
         let pg: DatabaseUrl = "postgres://u:secret@h/db".parse().unwrap();
         assert_eq!(pg.backend(), Backend::Postgres);
+        assert_eq!(pg.namespace(), "db");
+        assert_eq!(pg.server(), Some(("h", 5432)));
+        assert_eq!(sqlite.namespace(), "items.db");
+        assert_eq!(sqlite.server(), None);
+        let pg: DatabaseUrl = "postgresql://u@10.0.0.2:6543/items".parse().unwrap();
+        assert_eq!(
+            (pg.namespace(), pg.server()),
+            ("items", Some(("10.0.0.2", 6543)))
+        );
         assert!(!format!("{pg:?}").contains("secret"));
         assert!("mysql://h/db".parse::<DatabaseUrl>().is_err());
         assert!("not a url".parse::<DatabaseUrl>().is_err());

@@ -1,21 +1,26 @@
 //! `items-api`: parse the configuration, start telemetry, serve until SIGINT or SIGTERM.
+//! `items-api migrate` applies the migrations and exits; `items-api healthcheck` asks the
+//! running instance whether it is ready (the image has no shell or HTTP client for that).
 
-use std::process::ExitCode;
+use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
 /// Telemetry allocates a little on every request (span data, log records, export batches);
 /// mimalloc serves those small, short-lived allocations much faster than the system allocator.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use clap::{error::ErrorKind, Parser};
+use clap::error::ErrorKind;
 use items_api::{
+    config::Command,
+    store,
     telemetry::{init, resource},
     Application, Config,
 };
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = match Config::try_parse() {
+    let config = match Config::from_env_and_args() {
         Ok(config) => config,
         Err(err)
             if matches!(
@@ -37,6 +42,11 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match config.command {
+        Some(Command::Migrate) => return migrate(&config).await,
+        Some(Command::Healthcheck) => return healthcheck(config.listen_addr).await,
+        None => {}
+    }
     let telemetry = match init::init(&config, resource::build()) {
         Ok(guard) => guard,
         Err(err) => {
@@ -70,6 +80,62 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("items-api: server error: {err}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn migrate(config: &Config) -> ExitCode {
+    match store::migrate(&config.store()).await {
+        Ok(()) => {
+            println!("items-api: migrations applied");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("items-api: cannot migrate the database: {err}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// How long the health check may take in all; a container runtime kills it after its own timeout.
+const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Exit 0 when `GET /health/ready` on the local instance answers 200. A fixed HTTP/1.1 request
+/// over a plain socket is all it takes, so no HTTP client crate is needed.
+async fn healthcheck(listen_addr: SocketAddr) -> ExitCode {
+    let mut addr = listen_addr;
+    // A wildcard listen address is reached through loopback.
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let request =
+            format!("GET /health/ready HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await?;
+        Ok::<_, std::io::Error>(head)
+    };
+    match tokio::time::timeout(HEALTHCHECK_TIMEOUT, probe).await {
+        Ok(Ok(head)) if head.starts_with(b"HTTP/1.1 200") => ExitCode::SUCCESS,
+        Ok(Ok(head)) => {
+            eprintln!(
+                "items-api: not ready: {}",
+                String::from_utf8_lossy(&head).trim()
+            );
+            ExitCode::from(1)
+        }
+        Ok(Err(err)) => {
+            eprintln!("items-api: not ready: {addr}: {err}");
+            ExitCode::from(1)
+        }
+        Err(_) => {
+            eprintln!("items-api: not ready: {addr} did not answer within {HEALTHCHECK_TIMEOUT:?}");
             ExitCode::from(1)
         }
     }

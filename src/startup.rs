@@ -46,7 +46,7 @@ struct Listening {
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         let telemetry = Telemetry::new(&config, api::route_templates())?;
-        let store = ItemStore::connect(&config, telemetry.db.clone()).await?;
+        let store = ItemStore::connect(&config.store(), telemetry.db.clone()).await?;
         let pool = store.clone();
         telemetry.db.observe_pool(move || pool.pool_state());
         let business = telemetry.business.clone();
@@ -177,7 +177,8 @@ fn spawn_stored_refresh(
 }
 
 /// The API with its middleware, outermost first: telemetry (so it sees the final status and
-/// the whole duration), errors as problem+json, then the data payloads and faults read.
+/// the whole duration), the panic guard (so a panic is a 500 telemetry sees), errors as
+/// problem+json, then the data payloads and faults read.
 fn app(
     routes: Route,
     http: HttpTelemetry,
@@ -185,24 +186,26 @@ fn app(
 ) -> poem::endpoint::BoxEndpoint<'static> {
     let faults = FaultInjection {
         error_ratio: config.fault_error_ratio.unwrap_or(0.0),
+        panic_ratio: config.fault_panic_ratio.unwrap_or(0.0),
         delay: config.fault_delay.unwrap_or_default(),
     };
-    let faults_on = faults.error_ratio > 0.0 || !faults.delay.is_zero();
+    let faults_on = faults.any();
     if faults_on {
         tracing::warn!(
             error_ratio = faults.error_ratio,
+            panic_ratio = faults.panic_ratio,
             delay_ms = faults.delay.as_millis() as u64,
             "fault injection is ON for /items: requests will fail or slow down on purpose"
         );
     }
-    api::with_problem_errors(
+    api::with_panic_guard(api::with_problem_errors(
         routes
             .with_if(faults_on, AddData::new(faults))
             .with(AddData::new(BodyLimit {
                 max_bytes: config.body_limit,
                 read_timeout: config.body_read_timeout,
             })),
-    )
+    ))
     .with(http)
     .boxed()
 }

@@ -793,9 +793,20 @@ def test_dockerfile_builds_in_two_layers_and_runs_non_root():
     assert user.split(":")[0] not in ("0", "root"), "runtime must not run as root"
     assert ("EXPOSE", "8000") in runtime
     health = next(rest for instr, rest in runtime if instr == "HEALTHCHECK")
-    assert "http://127.0.0.1:8000/health/ready" in health
+    # Distroless has no shell or wget: the binary probes its own /health/ready.
+    assert health.endswith('CMD ["/usr/local/bin/items-api", "healthcheck"]'), health
+    assert ("COPY", "--from=builder /out/items-api /usr/local/bin/items-api") in runtime
+    assert not any("busybox" in rest or "wget" in rest for _, rest in steps), "no HTTP client in the image"
     entry = next(rest for instr, rest in runtime if instr == "ENTRYPOINT")
-    assert "items-api" in entry
+    assert entry == '["/usr/local/bin/items-api"]'
+
+
+def test_api_healthcheck_is_the_binarys_own_probe():
+    test = services()["api"]["healthcheck"]["test"]
+    assert test == ["CMD", "/usr/local/bin/items-api", "healthcheck"]
+    env = services()["api"]["environment"]
+    # It probes LISTEN_ADDR (through 127.0.0.1 when it is 0.0.0.0): the port the api exposes.
+    assert env["LISTEN_ADDR"] == "0.0.0.0:8000" and 8000 in listen_ports("api")
 
 
 def _dockerignored(path: str) -> bool:
@@ -897,6 +908,14 @@ def test_deployment_probes_env_and_resources():
             assert order.index(ref) < order.index(e["name"]), f"{e['name']} uses $({ref}) before it is defined"
     security = pod["spec"]["securityContext"]
     assert security["runAsNonRoot"] is True and security["runAsUser"] != 0
+    # Migrations run in an init container of the same image, with the same database.
+    (migrate,) = pod["spec"]["initContainers"]
+    assert migrate["image"] == container["image"]
+    assert migrate["args"] == ["migrate"]
+    init_env = {e["name"]: e for e in migrate["env"]}
+    assert init_env["DATABASE_URL"] == env["DATABASE_URL"]
+    assert {"requests", "limits"} <= set(migrate["resources"])
+    assert migrate["securityContext"]["readOnlyRootFilesystem"] is True
 
 
 def test_service_and_servicemonitor_select_the_pods():

@@ -74,6 +74,18 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The answer to a request whose handler panicked: a 500 like any other, the panic logged.
+/// The task that panicked is gone; the process and its other connections go on serving.
+pub fn answer_panic(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text panic payload".to_owned());
+    tracing::error!(panic = %message, "a handler panicked");
+    Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+}
+
 /// Longest `detail` we echo from a framework error; it may quote a header the client sent.
 const MAX_DETAIL: usize = 200;
 

@@ -2,7 +2,10 @@
 
 use poem_openapi::{payload::Json, ApiResponse, Object, OpenApi, Tags};
 
-use super::errors::ApiError;
+use super::{
+    answers::{Failure, LiveErrors, ReadyErrors},
+    errors::ApiError,
+};
 use crate::store::ItemStore;
 
 #[derive(Tags)]
@@ -21,7 +24,13 @@ struct Status {
 }
 
 #[derive(ApiResponse)]
+#[oai(header(
+    name = "traceresponse",
+    ty = "Option<String>",
+    description = "`00-<trace id>-<span id>-<flags>` of the request's server span, when it is traced."
+))]
 enum Healthy {
+    /// `{"status": "ok"}`.
     #[oai(status = 200)]
     Ok(Json<Status>),
 }
@@ -31,15 +40,15 @@ impl HealthApi {
     /// The process is up and serving: 200 even when the database is down, so that an
     /// orchestrator does not restart a healthy process for a database outage.
     #[oai(path = "/health/live", method = "get", operation_id = "live")]
-    async fn live(&self) -> Healthy {
-        Healthy::Ok(Json(Status {
+    async fn live(&self) -> Result<Healthy, Failure<LiveErrors>> {
+        Ok(Healthy::Ok(Json(Status {
             status: "ok".into(),
-        }))
+        })))
     }
 
     /// The service can do its work: 200 when the database answers, else 503.
     #[oai(path = "/health/ready", method = "get", operation_id = "ready")]
-    async fn ready(&self) -> poem::Result<Healthy> {
+    async fn ready(&self) -> Result<Healthy, Failure<ReadyErrors>> {
         match self.store.ping().await {
             Ok(()) => Ok(Healthy::Ok(Json(Status {
                 status: "ok".into(),

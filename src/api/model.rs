@@ -4,19 +4,23 @@ use chrono::{DateTime, Utc};
 use poem_openapi::Object;
 use serde_json::{Map, Value};
 
-use super::{payload::FromJsonBody, problem::FieldError};
-use crate::store::{self, ItemChanges, NewItem};
+use super::{payload::FromJsonBody, problem::FieldError, schema};
+use crate::store::{self, ItemChanges, NewItem, DESCRIPTION_MAX, NAME_MAX};
 
-pub const NAME_MAX: usize = 200;
-pub const DESCRIPTION_MAX: usize = 2000;
 pub const LIMIT_MAX: i64 = 100;
 pub const LIMIT_DEFAULT: i64 = 20;
+/// The largest integer the API takes (offset, quantity) or documents (ids): 10^15, below 2^53
+/// so that every JSON client (JavaScript's numbers included) reads it exactly, and short enough
+/// that every parser of the OpenAPI document reads the bound exactly too.
+pub const JSON_INT_MAX: i64 = 1_000_000_000_000_000;
 
 /// A stored item.
 #[derive(Debug, Clone, Object)]
 pub struct Item {
     pub id: i64,
     pub name: String,
+    /// `null` when the item has none.
+    #[oai(nullable)]
     pub description: Option<String>,
     pub price: f64,
     pub quantity: i64,
@@ -38,45 +42,51 @@ impl From<store::Item> for Item {
     }
 }
 
-/// One page of items.
+/// One page of items, oldest first.
 #[derive(Debug, Clone, Object)]
 pub struct ItemList {
     pub items: Vec<Item>,
-    pub total: u64,
+    /// Every stored item; present only with `count=true`, because counting reads the whole
+    /// table while a page reads only its rows.
+    #[oai(skip_serializing_if_is_none)]
+    pub total: Option<u64>,
     pub limit: i64,
     pub offset: i64,
+    /// The URL of the next page (also in the `Link` header, `rel="next"`); `null` on the last.
+    #[oai(nullable)]
+    pub next: Option<String>,
+    /// The opaque cursor of the next page, to pass as `cursor`; `null` on the last page.
+    #[oai(nullable)]
+    pub next_cursor: Option<String>,
 }
 
-/// The body of POST and PUT: every writable field (PUT replaces the whole item).
-#[derive(Debug, Clone, Object)]
-#[oai(rename = "ItemInput")]
-pub struct ItemInputSchema {
-    /// 1 to 200 characters after trimming.
-    #[oai(validator(min_length = 1, max_length = 200))]
-    pub name: String,
-    /// At most 2000 characters.
-    #[oai(validator(max_length = 2000))]
-    pub description: Option<String>,
-    /// Zero or more.
-    #[oai(validator(minimum(value = "0")))]
-    pub price: f64,
-    /// Zero or more; 0 when left out.
-    #[oai(validator(minimum(value = "0")))]
-    pub quantity: Option<i64>,
+/// A keyset position: the id of the last item of the previous page. Clients see it as opaque
+/// text (`schema::CURSOR_PATTERN`): sixteen hex digits. Every string of that form is a valid
+/// position, so only text of another form is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor(pub i64);
+
+impl Cursor {
+    pub fn encode(self) -> String {
+        format!("{:016x}", self.0)
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        if text.len() != 16 || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
+        let position = u64::from_str_radix(text, 16).ok()?;
+        // Beyond the largest id: the page after it is empty, which is the right answer.
+        Some(Self(i64::try_from(position).unwrap_or(i64::MAX)))
+    }
 }
 
-/// The body of PATCH: any subset of the writable fields; `description: null` clears it.
-#[derive(Debug, Clone, Object)]
-#[oai(rename = "ItemPatch")]
-pub struct ItemPatchSchema {
-    #[oai(validator(min_length = 1, max_length = 200))]
-    pub name: Option<String>,
-    #[oai(validator(max_length = 2000))]
-    pub description: Option<String>,
-    #[oai(validator(minimum(value = "0")))]
-    pub price: Option<f64>,
-    #[oai(validator(minimum(value = "0")))]
-    pub quantity: Option<i64>,
+/// A page request after validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Paging {
+    pub limit: i64,
+    pub offset: i64,
+    pub after: Option<Cursor>,
 }
 
 /// Fields a client may send back unchanged after a GET; they are ignored.
@@ -84,7 +94,7 @@ const READ_ONLY: [&str; 3] = ["id", "created_at", "updated_at"];
 const WRITABLE: [&str; 4] = ["name", "description", "price", "quantity"];
 
 impl FromJsonBody for NewItem {
-    type Schema = ItemInputSchema;
+    type Schema = schema::ItemInput;
 
     fn from_json(value: Value) -> Result<Self, Vec<FieldError>> {
         let mut fields = Fields::new(value)?;
@@ -104,7 +114,7 @@ impl FromJsonBody for NewItem {
 }
 
 impl FromJsonBody for ItemChanges {
-    type Schema = ItemPatchSchema;
+    type Schema = schema::ItemPatch;
 
     fn from_json(value: Value) -> Result<Self, Vec<FieldError>> {
         let mut fields = Fields::new(value)?;
@@ -150,7 +160,7 @@ impl Fields {
                 if chars == 0 {
                     self.error("name", "must not be blank");
                 } else if chars > NAME_MAX {
-                    self.error("name", "must be at most 200 characters");
+                    self.error("name", &format!("must be at most {NAME_MAX} characters"));
                 } else if trimmed.chars().any(char::is_control) {
                     self.error("name", "must not contain control characters");
                 } else {
@@ -168,7 +178,10 @@ impl Fields {
             None => None,
             Some(Value::Null) => Some(None),
             Some(Value::String(s)) if s.chars().count() > DESCRIPTION_MAX => {
-                self.error("description", "must be at most 2000 characters");
+                self.error(
+                    "description",
+                    &format!("must be at most {DESCRIPTION_MAX} characters"),
+                );
                 None
             }
             Some(Value::String(s)) if s.contains('\0') => {
@@ -202,7 +215,8 @@ impl Fields {
             None => {}
             Some(Value::Null) => self.error("quantity", "must be an integer, not null"),
             Some(Value::Number(n)) => match (n.as_i64(), n.as_u64()) {
-                (Some(q), _) if q >= 0 => return Some(q),
+                (Some(q), _) if (0..=JSON_INT_MAX).contains(&q) => return Some(q),
+                (Some(q), _) if q > JSON_INT_MAX => self.error("quantity", "is too large"),
                 (Some(_), _) => self.error("quantity", "must be zero or more"),
                 (None, Some(_)) => self.error("quantity", "is too large"),
                 (None, None) if n.as_f64().is_some_and(|f| f.fract() == 0.0) => {
@@ -237,19 +251,44 @@ impl Fields {
     }
 }
 
-/// Checks `limit` and `offset`, reporting both when both are wrong.
-pub fn paging(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), Vec<FieldError>> {
+/// Checks `limit`, `offset` and `cursor`, reporting every one that is wrong.
+pub fn paging(
+    limit: Option<i64>,
+    offset: Option<i64>,
+    cursor: Option<&str>,
+) -> Result<Paging, Vec<FieldError>> {
     let limit = limit.unwrap_or(LIMIT_DEFAULT);
     let offset = offset.unwrap_or(0);
     let mut errors = Vec::new();
     if !(1..=LIMIT_MAX).contains(&limit) {
-        errors.push(FieldError::new("limit", "must be between 1 and 100"));
+        errors.push(FieldError::new(
+            "limit",
+            format!("must be between 1 and {LIMIT_MAX}"),
+        ));
     }
-    if offset < 0 {
-        errors.push(FieldError::new("offset", "must be zero or more"));
+    if !(0..=JSON_INT_MAX).contains(&offset) {
+        errors.push(FieldError::new(
+            "offset",
+            format!("must be between 0 and {JSON_INT_MAX}"),
+        ));
     }
+    let after = match cursor.map(Cursor::decode) {
+        Some(None) => {
+            errors.push(FieldError::new(
+                "cursor",
+                "is not a cursor this service gave out",
+            ));
+            None
+        }
+        Some(after) => after,
+        None => None,
+    };
     if errors.is_empty() {
-        Ok((limit, offset))
+        Ok(Paging {
+            limit,
+            offset,
+            after,
+        })
     } else {
         Err(errors)
     }
@@ -337,7 +376,7 @@ mod tests {
             #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
             #[test]
-            fn validation_never_panics(value in any_json(), limit in any::<Option<i64>>(), offset in any::<Option<i64>>()) {
+            fn validation_never_panics(value in any_json(), limit in any::<Option<i64>>(), offset in any::<Option<i64>>(), cursor in any::<Option<String>>()) {
                 if let Ok(item) = NewItem::from_json(value.clone()) {
                     let chars = item.name.chars().count();
                     prop_assert!((1..=NAME_MAX).contains(&chars));
@@ -348,8 +387,9 @@ mod tests {
                 if let Err(errors) = ItemChanges::from_json(value) {
                     prop_assert!(!errors.is_empty());
                 }
-                if let Ok((l, o)) = paging(limit, offset) {
-                    prop_assert!((1..=LIMIT_MAX).contains(&l) && o >= 0);
+                if let Ok(p) = paging(limit, offset, cursor.as_deref()) {
+                    prop_assert!((1..=LIMIT_MAX).contains(&p.limit) && (0..=JSON_INT_MAX).contains(&p.offset));
+                    prop_assert!(p.after.is_none_or(|c| c.0 >= 0));
                 }
             }
         }
@@ -357,12 +397,43 @@ mod tests {
 
     #[test]
     fn paging_is_bounded() {
-        assert_eq!(paging(None, None), Ok((20, 0)));
-        assert_eq!(paging(Some(100), Some(5)), Ok((100, 5)));
+        let page = |limit, offset, after| Paging {
+            limit,
+            offset,
+            after,
+        };
+        assert_eq!(paging(None, None, None), Ok(page(20, 0, None)));
+        assert_eq!(paging(Some(100), Some(5), None), Ok(page(100, 5, None)));
         assert_eq!(
-            fields(paging(Some(0), Some(-1)).unwrap_err()),
-            ["limit", "offset"]
+            fields(paging(Some(0), Some(-1), Some("zz")).unwrap_err()),
+            ["limit", "offset", "cursor"]
         );
-        assert_eq!(fields(paging(Some(101), None).unwrap_err()), ["limit"]);
+        assert_eq!(
+            fields(paging(Some(101), None, None).unwrap_err()),
+            ["limit"]
+        );
+        assert_eq!(
+            fields(paging(None, Some(JSON_INT_MAX + 1), None).unwrap_err()),
+            ["offset"]
+        );
+    }
+
+    #[test]
+    fn cursors_round_trip_and_strangers_are_refused() {
+        for id in [0, 1, 42, i64::MAX] {
+            assert_eq!(Cursor::decode(&Cursor(id).encode()), Some(Cursor(id)));
+        }
+        assert_eq!(Cursor(255).encode(), "00000000000000ff");
+        assert_eq!(Cursor::decode("ffffffffffffffff"), Some(Cursor(i64::MAX)));
+        for bad in [
+            "",
+            "ff",
+            "00000000000000FF",
+            "0000000000000000f",
+            "+000000000000000",
+            "0x00000000000000",
+        ] {
+            assert_eq!(Cursor::decode(bad), None, "{bad:?}");
+        }
     }
 }

@@ -34,8 +34,9 @@ pub struct Problem {
     pub title: String,
     pub status: u16,
     pub detail: String,
+    /// Every invalid field or parameter (422 answers only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    #[oai(skip_serializing_if_is_empty)]
+    #[oai(skip_serializing_if_is_empty, default)]
     pub errors: Vec<FieldError>,
     /// The W3C trace id of the request, to find its trace and logs.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -8,13 +8,17 @@ mod queries;
 use std::time::Duration;
 
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
-use sea_orm_migration::MigratorTrait;
 
-use crate::config::{Backend, Config};
+use crate::config::{Backend, StoreConfig};
 use crate::telemetry::db::{DbTelemetry, PoolState};
 
 pub use entity::Model as Item;
-pub use queries::{ItemChanges, NewItem, Page};
+pub use queries::{ItemChanges, NewItem, Page, PageRequest};
+
+/// Longest item name, in characters after trimming; also the width of its column.
+pub const NAME_MAX: usize = 200;
+/// Longest description, in characters.
+pub const DESCRIPTION_MAX: usize = 2000;
 
 /// What a store call can fail with, as far as a caller needs to know.
 #[derive(Debug, thiserror::Error)]
@@ -60,29 +64,11 @@ pub struct ItemStore {
 }
 
 impl ItemStore {
-    /// Connects, applies migrations, and returns a store ready to serve.
-    pub async fn connect(config: &Config, telemetry: DbTelemetry) -> Result<Self, DbErr> {
-        let mut options = ConnectOptions::new(config.database_url.as_str());
-        options
-            .max_connections(config.db_max_connections)
-            .min_connections(0)
-            .acquire_timeout(config.db_acquire_timeout)
-            .connect_timeout(config.db_acquire_timeout)
-            .idle_timeout(Duration::from_secs(300))
-            // Per-query INFO lines from sqlx are noise; spans and metrics carry the same facts.
-            .sqlx_logging(false);
-        if config.database_url.backend() == Backend::Sqlite {
-            options.map_sqlx_sqlite_opts(|opts| {
-                // WAL lets readers run beside the writer; NORMAL sync keeps committed rows
-                // across a process crash (the WAL is written before commit returns).
-                opts.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
-                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
-                    .busy_timeout(Duration::from_secs(5))
-                    .foreign_keys(true)
-            });
-        }
-        let db = Database::connect(options).await?;
-        migrations::Migrator::up(&db, None).await?;
+    /// Applies the migrations (once, whoever else starts at the same time), connects, and
+    /// returns a store ready to serve.
+    pub async fn connect(config: &StoreConfig, telemetry: DbTelemetry) -> Result<Self, DbErr> {
+        migrate(config).await?;
+        let db = Database::connect(connect_options(config, config.max_connections)).await?;
         Ok(Self { db, telemetry })
     }
 
@@ -122,6 +108,39 @@ impl ItemStore {
     pub async fn close(&self) {
         let _ = self.db.close_by_ref().await;
     }
+}
+
+/// Applies pending migrations and closes its connection: `items-api migrate`, and the first
+/// step of every start.
+pub async fn migrate(config: &StoreConfig) -> Result<(), DbErr> {
+    // One connection: the migration lock belongs to the connection that takes it.
+    let db = Database::connect(connect_options(config, 1)).await?;
+    let result = migrations::apply_locked(&db).await;
+    let _ = db.close().await;
+    result
+}
+
+fn connect_options(config: &StoreConfig, max_connections: u32) -> ConnectOptions {
+    let mut options = ConnectOptions::new(config.url.as_str());
+    options
+        .max_connections(max_connections)
+        .min_connections(0)
+        .acquire_timeout(config.acquire_timeout)
+        .connect_timeout(config.acquire_timeout)
+        .idle_timeout(Duration::from_secs(300))
+        // Per-query INFO lines from sqlx are noise; spans and metrics carry the same facts.
+        .sqlx_logging(false);
+    if config.url.backend() == Backend::Sqlite {
+        options.map_sqlx_sqlite_opts(|opts| {
+            // WAL lets readers run beside the writer; NORMAL sync keeps committed rows
+            // across a process crash (the WAL is written before commit returns).
+            opts.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(5))
+                .foreign_keys(true)
+        });
+    }
+    options
 }
 
 fn pool_state(size: u32, idle: usize, max: u32) -> PoolState {

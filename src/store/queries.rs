@@ -6,8 +6,8 @@ use chrono::Utc;
 use sea_orm::sea_query::{Expr, Func, Query, SelectStatement};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, QueryOrder, QuerySelect,
-    QueryTrait, Statement,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
+    QuerySelect, QueryTrait, Statement,
 };
 
 use super::entity::{self, ActiveModel, Column, Entity};
@@ -37,11 +37,25 @@ pub struct ItemChanges {
     pub quantity: Option<i64>,
 }
 
-/// One page of items and the total count.
+/// Which page to read: the items after `after` (keyset: `WHERE id > ?`, served by the primary
+/// key index whatever the table size), skipping `offset` of them; the total only on request,
+/// because counting reads the whole index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    pub limit: u64,
+    pub offset: u64,
+    pub after: Option<i64>,
+    pub count: bool,
+}
+
+/// One page of items, oldest first.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page {
     pub items: Vec<Item>,
-    pub total: u64,
+    /// Whether items follow this page.
+    pub more: bool,
+    /// Every stored item, when the request asked for it.
+    pub total: Option<u64>,
 }
 
 impl ItemStore {
@@ -69,15 +83,25 @@ impl ItemStore {
         self.fetch_one(&SELECT, stmt).await
     }
 
-    pub async fn list(&self, limit: u64, offset: u64) -> Result<Page, StoreError> {
-        let stmt = Entity::find()
-            .order_by_asc(Column::Id)
-            .limit(limit)
-            .offset(offset)
+    pub async fn list(&self, page: PageRequest) -> Result<Page, StoreError> {
+        let mut select = Entity::find().order_by_asc(Column::Id);
+        if let Some(after) = page.after {
+            select = select.filter(Column::Id.gt(after));
+        }
+        // One row more than asked tells whether a next page exists, without counting.
+        let stmt = select
+            .limit(page.limit.saturating_add(1))
+            .offset(page.offset)
             .build(self.backend());
-        let items = self.fetch_all(&SELECT, stmt).await?;
-        let total = self.count().await?;
-        Ok(Page { items, total })
+        let mut items = self.fetch_all(&SELECT, stmt).await?;
+        let more = items.len() as u64 > page.limit;
+        items.truncate(usize::try_from(page.limit).unwrap_or(usize::MAX));
+        let total = if page.count {
+            Some(self.count().await?)
+        } else {
+            None
+        };
+        Ok(Page { items, more, total })
     }
 
     /// How many items are stored.

@@ -97,31 +97,12 @@ impl DbTelemetry {
             .with_description("Duration of database client operations")
             .with_boundaries(DURATION_BOUNDS.to_vec())
             .build();
-        let parsed = url::Url::parse(url.as_str()).ok();
-        let (system, namespace, server) = match url.backend() {
-            Backend::Sqlite => {
-                // sqlite://path/to/file.db?mode=rwc: host and path together name the file.
-                let file = url
-                    .as_str()
-                    .trim_start_matches("sqlite://")
-                    .split('?')
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-                ("sqlite", file, None)
-            }
-            Backend::Postgres => {
-                let database = parsed
-                    .as_ref()
-                    .map(|u| u.path().trim_start_matches('/').to_owned())
-                    .unwrap_or_default();
-                let server = parsed.as_ref().and_then(|u| {
-                    u.host_str()
-                        .map(|h| (h.to_owned(), u.port().unwrap_or(5432)))
-                });
-                ("postgresql", database, server)
-            }
+        let system = match url.backend() {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgresql",
         };
+        let namespace = url.namespace().to_owned();
+        let server = url.server().map(|(host, port)| (host.to_owned(), port));
         Self {
             duration,
             bound: Arc::new(std::array::from_fn(|_| OnceLock::new())),

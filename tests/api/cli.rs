@@ -121,7 +121,7 @@ fn with_no_environment_it_serves_items_on_port_8000_and_creates_items_db() {
     );
     let mut child = items_api(dir.path()).spawn().unwrap();
     wait_for_port(8000, &mut child);
-    let body = ureq_get("127.0.0.1:8000", "/items");
+    let body = ureq_get("127.0.0.1:8000", "/items?count=true");
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     assert!(body.contains(r#""total":0"#), "{body}");
     assert!(dir.path().join("items.db").exists());
@@ -148,6 +148,41 @@ fn sigterm_lets_an_in_flight_request_finish() {
         answer.starts_with("HTTP/1.1 200"),
         "in-flight request was cut: {answer}"
     );
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn an_empty_variable_counts_as_unset() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut command = items_api(dir.path());
+    command.env("LISTEN_ADDR", format!("127.0.0.1:{port}"));
+    // Compose and Kubernetes pass `VAR=` for "not given"; each of these has no default or a
+    // default that must win, and none may stop the start.
+    for var in [
+        "FAULT_ERROR_RATIO",
+        "FAULT_PANIC_RATIO",
+        "FAULT_DELAY",
+        "METRICS_LISTEN_ADDR",
+        "METRICS_BEARER_TOKEN",
+        "BODY_LIMIT",
+        "DB_MAX_CONNECTIONS",
+        "LOG_FORMAT",
+        "OTEL_TRACES_SAMPLER",
+        "OTEL_TRACES_SAMPLER_ARG",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_METRIC_EXPORT_INTERVAL",
+    ] {
+        command.env(var, "");
+    }
+    let mut child = command.spawn().unwrap();
+    wait_for_port(port, &mut child);
+    let answer = ureq_get(&format!("127.0.0.1:{port}"), "/items");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // Defaults held: no fault injection, /metrics on the API port without a token.
+    let scrape = ureq_get(&format!("127.0.0.1:{port}"), "/metrics");
+    assert!(scrape.starts_with("HTTP/1.1 200"), "{scrape}");
+    sigterm(&child);
     assert!(child.wait().unwrap().success());
 }
 

@@ -12,6 +12,7 @@ crate::on_both_backends!(
     patch_changes_only_given_fields,
     delete_removes_the_item,
     paging_is_exact_over_45_items,
+    cursor_paging_visits_every_item_once,
     missing_items_are_404_for_every_verb,
 );
 
@@ -124,7 +125,7 @@ async fn paging_is_exact_over_45_items(backend: Backend) {
     let mut seen = Vec::new();
     for (offset, expected) in [(0, 20), (20, 20), (40, 5), (45, 0)] {
         let page: Value = app
-            .get(&format!("/items?limit=20&offset={offset}"))
+            .get(&format!("/items?limit=20&offset={offset}&count=true"))
             .await
             .json()
             .await
@@ -141,6 +142,92 @@ async fn paging_is_exact_over_45_items(backend: Backend) {
     let default_page: Value = app.get("/items").await.json().await.unwrap();
     assert_eq!(default_page["limit"], 20);
     assert_eq!(default_page["items"].as_array().unwrap().len(), 20);
+    // Counting reads the whole table: only on request.
+    assert!(default_page.get("total").is_none(), "{default_page}");
+}
+
+async fn cursor_paging_visits_every_item_once(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut ids = Vec::new();
+    for i in 0..45 {
+        ids.push(app.create_item(&format!("item {i:02}"), 1.0).await["id"].clone());
+    }
+    // A deleted item leaves no hole in a page: the keyset skips it.
+    app.delete(&format!("/items/{}", ids.remove(30))).await;
+    let mut seen = Vec::new();
+    let mut url = "/items?limit=20".to_owned();
+    let mut pages = 0;
+    loop {
+        let response = app.get(&url).await;
+        assert_eq!(response.status(), 200, "{url}");
+        let link = response
+            .headers()
+            .get("link")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let page: Value = response.json().await.unwrap();
+        pages += 1;
+        seen.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["id"].clone()),
+        );
+        match page["next"].as_str() {
+            Some(next) => {
+                assert_eq!(link, Some(format!("<{next}>; rel=\"next\"")));
+                let cursor = page["next_cursor"].as_str().unwrap();
+                assert_eq!(next, format!("/items?limit=20&cursor={cursor}"));
+                url = next.to_owned();
+            }
+            None => {
+                assert_eq!(link, None, "no Link on the last page");
+                assert!(page["next_cursor"].is_null());
+                break;
+            }
+        }
+    }
+    assert_eq!(pages, 3, "44 items in pages of 20");
+    assert_eq!(seen, ids, "every item once, oldest first");
+
+    // A cursor and an offset: the offset counts from the cursor.
+    let first: Value = app.get("/items?limit=5").await.json().await.unwrap();
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let skipped: Value = app
+        .get(&format!("/items?limit=5&offset=2&cursor={cursor}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(skipped["items"][0]["id"], ids[7]);
+    assert_eq!(skipped["offset"], 2);
+
+    // A page that ends exactly at the last item says so: no next page to fetch.
+    let exact: Value = app.get("/items?limit=44").await.json().await.unwrap();
+    assert_eq!(exact["items"].as_array().unwrap().len(), 44);
+    assert!(exact["next"].is_null(), "{exact}");
+
+    // Cursors are checked: anything this service did not give out is a 422, never a 5xx.
+    for bad in [
+        "x",
+        "00000000000000FF",
+        "0000000000000000ff",
+        "%00",
+        "-1",
+        "../etc",
+    ] {
+        let problem = assert_problem(app.get(&format!("/items?cursor={bad}")).await, 422).await;
+        assert_eq!(problem["errors"][0]["field"], "cursor", "{bad}");
+    }
+    // A well-formed cursor past the end is simply an empty last page.
+    let past: Value = app
+        .get("/items?cursor=ffffffffffffffff")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(past["items"].as_array().unwrap().len(), 0);
+    assert!(past["next"].is_null());
 }
 
 async fn missing_items_are_404_for_every_verb(backend: Backend) {

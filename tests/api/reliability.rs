@@ -310,8 +310,11 @@ async fn hostile_input_gets_4xx_and_never_5xx() {
     assert_problem(app.get("/items?limit=-5").await, 422).await;
     assert_problem(app.get("/items?offset=-1").await, 422).await;
     assert_problem(app.get("/items?limit=99999999999999999999").await, 400).await;
+    // The documented bound (10^15) holds; past it is a 422, at it an empty page.
+    let problem = assert_problem(app.get("/items?offset=9223372036854775807").await, 422).await;
+    assert_eq!(problem["errors"][0]["field"], "offset");
     let far: Value = app
-        .get("/items?offset=9223372036854775807")
+        .get("/items?offset=1000000000000000")
         .await
         .json()
         .await
@@ -383,7 +386,7 @@ async fn a_slow_body_is_cut_off_with_408() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("application/problem+json"));
     assert!(took < Duration::from_secs(3), "cut off after {took:?}");
-    let page: Value = app.get("/items").await.json().await.unwrap();
+    let page: Value = app.get("/items?count=true").await.json().await.unwrap();
     assert_eq!(page["total"], 0, "nothing half-read was stored");
 }
 
