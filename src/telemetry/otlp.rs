@@ -118,13 +118,7 @@ pub fn span_processor(
         }
         // OTLP/HTTP spans are encoded by `otlp_encode`, straight from the SDK's span data.
         OtlpProtocol::HttpProtobuf => {
-            let exporter = ProtobufSpanExporter {
-                endpoint: http::Uri::try_from(settings.endpoint.as_str())
-                    .map_err(|e| settings.build_error(e))?,
-                gzip: settings.gzip,
-                client: http_client(&settings, &watch),
-                resource: Resource::builder_empty().build(),
-            };
+            let exporter = ProtobufHttp::new(&settings, &watch)?;
             BoundedSpanProcessor::new(Watched::new(exporter, watch), batching)
         }
     };
@@ -146,16 +140,24 @@ pub fn log_processor(otel: &OtelConfig, endpoint: String) -> Result<BatchLogProc
     let settings = ExportSettings::resolve(otel, Signal::Logs, endpoint)?;
     let watch = Watch::new(&settings, otel.blrp_export_timeout)?;
     let _runtime = watch.runtime.enter();
-    let exporter = match settings.protocol {
-        OtlpProtocol::Grpc => grpc(LogExporter::builder().with_tonic(), &settings)?.build(),
-        OtlpProtocol::HttpProtobuf => {
-            http(LogExporter::builder().with_http(), &settings, &watch)?.build()
+    let processor = match settings.protocol {
+        OtlpProtocol::Grpc => {
+            let exporter = grpc(LogExporter::builder().with_tonic(), &settings)?
+                .build()
+                .map_err(|e| settings.build_error(e))?;
+            BatchLogProcessor::builder(Watched::new(exporter, watch))
+                .with_batch_config(config)
+                .build()
         }
-    }
-    .map_err(|e| settings.build_error(e))?;
-    Ok(BatchLogProcessor::builder(Watched::new(exporter, watch))
-        .with_batch_config(config)
-        .build())
+        // OTLP/HTTP log records are encoded by `otlp_encode`, straight from the SDK's records.
+        OtlpProtocol::HttpProtobuf => {
+            let exporter = ProtobufHttp::new(&settings, &watch)?;
+            BatchLogProcessor::builder(Watched::new(exporter, watch))
+                .with_batch_config(config)
+                .build()
+        }
+    };
+    Ok(processor)
 }
 
 /// The OTLP metric reader: every `OTEL_METRIC_EXPORT_INTERVAL`, each push bounded by
@@ -466,19 +468,49 @@ fn http_client(settings: &ExportSettings, watch: &Watch) -> OnExportRuntime {
     }
 }
 
-/// OTLP/HTTP protobuf for spans, encoded by `otlp_encode` (see there for why), sent with the
-/// signal's client like the other exporters.
+/// OTLP/HTTP protobuf for spans and log records, encoded by `otlp_encode` (see there for why),
+/// sent with the signal's client like the other exporters.
 #[derive(Debug)]
-struct ProtobufSpanExporter {
+struct ProtobufHttp {
     endpoint: http::Uri,
     gzip: bool,
     client: OnExportRuntime,
     resource: Resource,
 }
 
-impl opentelemetry_sdk::trace::SpanExporter for ProtobufSpanExporter {
+impl opentelemetry_sdk::trace::SpanExporter for ProtobufHttp {
     fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
-        let body = super::otlp_encode::encode_spans(&self.resource, &batch);
+        self.post(super::otlp_encode::encode_spans(&self.resource, &batch))
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.resource = resource.clone();
+    }
+}
+
+impl opentelemetry_sdk::logs::LogExporter for ProtobufHttp {
+    fn export(&self, batch: LogBatch<'_>) -> impl Future<Output = OTelSdkResult> + Send {
+        self.post(super::otlp_encode::encode_logs(&self.resource, &batch))
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.resource = resource.clone();
+    }
+}
+
+impl ProtobufHttp {
+    fn new(settings: &ExportSettings, watch: &Watch) -> Result<Self, OtlpError> {
+        Ok(Self {
+            endpoint: http::Uri::try_from(settings.endpoint.as_str())
+                .map_err(|e| settings.build_error(e))?,
+            gzip: settings.gzip,
+            client: http_client(settings, watch),
+            resource: Resource::builder_empty().build(),
+        })
+    }
+
+    /// Sends one encoded request; any answer but 2xx is a failed export.
+    fn post(&self, body: Vec<u8>) -> impl Future<Output = OTelSdkResult> + Send + '_ {
         let request = self.request(body);
         async move {
             let request = request?;
@@ -498,12 +530,6 @@ impl opentelemetry_sdk::trace::SpanExporter for ProtobufSpanExporter {
         }
     }
 
-    fn set_resource(&mut self, resource: &Resource) {
-        self.resource = resource.clone();
-    }
-}
-
-impl ProtobufSpanExporter {
     fn request(&self, body: Vec<u8>) -> Result<Request<Bytes>, OTelSdkError> {
         let failed = |e: &dyn std::fmt::Display| OTelSdkError::InternalFailure(e.to_string());
         let mut request = Request::post(self.endpoint.clone())

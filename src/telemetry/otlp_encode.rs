@@ -1,5 +1,5 @@
-//! OTLP/protobuf for finished spans, written straight from the SDK's `SpanData` into the request
-//! body.
+//! OTLP/protobuf for finished spans and log records, written straight from the SDK's data into
+//! the request body.
 //!
 //! Why: the exporter's own path first converts every span into opentelemetry-proto's structs
 //! (every attribute key and string value copied into a new `String`), then encodes those. Under
@@ -8,13 +8,20 @@
 //! decodes them with opentelemetry-proto and compares with the exporter's own conversion.
 //!
 //! Wire format: opentelemetry-proto's `ExportTraceServiceRequest` (one `ResourceSpans`, one
-//! `ScopeSpans` per instrumentation scope, in order of first appearance). Lengths are computed
-//! before each nested message is written, so every varint is minimal.
+//! `ScopeSpans` per instrumentation scope, in order of first appearance) and
+//! `ExportLogsServiceRequest` (one `ResourceLogs`, one `ScopeLogs` per scope, named by the
+//! record's target as the exporter does). Lengths are computed before each nested message is
+//! written, so every varint is minimal.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use opentelemetry::logs::{AnyValue as LogValue, Severity};
 use opentelemetry::{trace::SpanKind, trace::Status, Array, InstrumentationScope, KeyValue, Value};
-use opentelemetry_sdk::{trace::SpanData, Resource};
+use opentelemetry_sdk::{
+    logs::{LogBatch, SdkLogRecord},
+    trace::SpanData,
+    Resource,
+};
 use prost::encoding::{encode_varint, encoded_len_varint};
 
 const VARINT: u32 = 0;
@@ -439,6 +446,208 @@ fn put_span(buf: &mut Vec<u8>, span: &SpanData) {
     );
 }
 
+// --- logs --------------------------------------------------------------------------------------
+
+/// The request body for a batch of log records.
+pub fn encode_logs(resource: &Resource, batch: &LogBatch<'_>) -> Vec<u8> {
+    let scopes = group_logs_by_scope(batch);
+    let resource_body = resource_len(resource);
+    let resource_logs = len_field(1, resource_body)
+        + scopes
+            .iter()
+            .map(|s| len_field(2, s.body_len))
+            .sum::<usize>()
+        + str_field(3, resource.schema_url().unwrap_or_default());
+    let mut buf = Vec::with_capacity(len_field(1, resource_logs));
+    put_len(&mut buf, 1, resource_logs);
+    put_len(&mut buf, 1, resource_body);
+    put_resource(&mut buf, resource);
+    for scope in &scopes {
+        put_len(&mut buf, 2, scope.body_len);
+        put_len(&mut buf, 1, log_scope_len(scope.name, scope.scope));
+        put_str(&mut buf, 1, scope.name);
+        put_str(&mut buf, 2, scope.scope.version().unwrap_or_default());
+        put_attributes(&mut buf, 3, scope.scope.attributes());
+        for (record, len) in &scope.records {
+            put_len(&mut buf, 2, *len);
+            put_log_record(&mut buf, record);
+        }
+        put_str(&mut buf, 3, scope.scope.schema_url().unwrap_or_default());
+    }
+    put_str(&mut buf, 3, resource.schema_url().unwrap_or_default());
+    buf
+}
+
+/// The records of one exported scope: the instrumentation scope, named by the record's target.
+struct LogScopeGroup<'a> {
+    name: &'a str,
+    scope: &'a InstrumentationScope,
+    records: Vec<(&'a SdkLogRecord, usize)>,
+    body_len: usize,
+}
+
+fn group_logs_by_scope<'a>(batch: &'a LogBatch<'a>) -> Vec<LogScopeGroup<'a>> {
+    let mut scopes: Vec<LogScopeGroup<'a>> = Vec::new();
+    for (record, scope) in batch.iter() {
+        let name = record.target().map_or(scope.name(), |t| t.as_ref());
+        let entry = (record, log_record_len(record));
+        match scopes.iter_mut().find(|g| {
+            g.name == name
+                && g.scope.version() == scope.version()
+                && g.scope.schema_url() == scope.schema_url()
+                && g.scope.attributes().eq(scope.attributes())
+        }) {
+            Some(group) => group.records.push(entry),
+            None => scopes.push(LogScopeGroup {
+                name,
+                scope,
+                records: vec![entry],
+                body_len: 0,
+            }),
+        }
+    }
+    for group in &mut scopes {
+        group.body_len = len_field(1, log_scope_len(group.name, group.scope))
+            + group
+                .records
+                .iter()
+                .map(|(_, len)| len_field(2, *len))
+                .sum::<usize>()
+            + str_field(3, group.scope.schema_url().unwrap_or_default());
+    }
+    scopes
+}
+
+fn log_scope_len(name: &str, scope: &InstrumentationScope) -> usize {
+    str_field(1, name)
+        + str_field(2, scope.version().unwrap_or_default())
+        + attributes_len(3, scope.attributes())
+}
+
+fn severity(severity: Option<Severity>) -> u64 {
+    severity.map_or(0, |s| s as u64)
+}
+
+fn log_value_len(value: &LogValue) -> usize {
+    match value {
+        LogValue::Int(i) => tag_len(3) + encoded_len_varint(*i as u64),
+        LogValue::Double(_) => tag_len(4) + 8,
+        LogValue::String(s) => len_field(1, s.as_str().len()),
+        LogValue::Boolean(b) => tag_len(2) + encoded_len_varint(u64::from(*b)),
+        LogValue::Bytes(bytes) => len_field(7, bytes.len()),
+        LogValue::ListAny(values) => len_field(
+            5,
+            values.iter().map(|v| len_field(1, log_value_len(v))).sum(),
+        ),
+        LogValue::Map(map) => len_field(
+            6,
+            map.iter()
+                .map(|(k, v)| len_field(1, log_key_value_len(k.as_str(), v)))
+                .sum(),
+        ),
+        _ => 0,
+    }
+}
+
+fn log_key_value_len(key: &str, value: &LogValue) -> usize {
+    str_field(1, key) + len_field(2, log_value_len(value))
+}
+
+fn log_record_len(record: &SdkLogRecord) -> usize {
+    let context = record.trace_context();
+    fixed64_field(1, record.timestamp().map_or(0, nanos))
+        + varint_field(2, severity(record.severity_number()))
+        + str_field(3, record.severity_text().unwrap_or_default())
+        + record
+            .body()
+            .map_or(0, |body| len_field(5, log_value_len(body)))
+        + record
+            .attributes_iter()
+            .map(|(k, v)| len_field(6, log_key_value_len(k.as_str(), v)))
+            .sum::<usize>()
+        + fixed32_field(8, log_flags(record))
+        + context.map_or(0, |_| len_field(9, 16) + len_field(10, 8))
+        + fixed64_field(11, record.observed_timestamp().map_or(0, nanos))
+        + str_field(12, record.event_name().unwrap_or_default())
+}
+
+fn log_flags(record: &SdkLogRecord) -> u32 {
+    record
+        .trace_context()
+        .and_then(|c| c.trace_flags)
+        .map_or(0, |f| u32::from(f.to_u8()))
+}
+
+fn put_log_value(buf: &mut Vec<u8>, value: &LogValue) {
+    match value {
+        LogValue::Int(i) => {
+            put_tag(buf, 3, VARINT);
+            encode_varint(*i as u64, buf);
+        }
+        LogValue::Double(d) => {
+            put_tag(buf, 4, FIXED64);
+            buf.extend_from_slice(&d.to_bits().to_le_bytes());
+        }
+        LogValue::String(s) => put_bytes(buf, 1, s.as_str().as_bytes()),
+        LogValue::Boolean(b) => {
+            put_tag(buf, 2, VARINT);
+            encode_varint(u64::from(*b), buf);
+        }
+        LogValue::Bytes(bytes) => put_bytes(buf, 7, bytes),
+        LogValue::ListAny(values) => {
+            put_len(
+                buf,
+                5,
+                values.iter().map(|v| len_field(1, log_value_len(v))).sum(),
+            );
+            for v in values.iter() {
+                put_len(buf, 1, log_value_len(v));
+                put_log_value(buf, v);
+            }
+        }
+        LogValue::Map(map) => {
+            put_len(
+                buf,
+                6,
+                map.iter()
+                    .map(|(k, v)| len_field(1, log_key_value_len(k.as_str(), v)))
+                    .sum(),
+            );
+            for (k, v) in map.iter() {
+                put_log_key_value(buf, 1, k.as_str(), v);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn put_log_key_value(buf: &mut Vec<u8>, field: u32, key: &str, value: &LogValue) {
+    put_len(buf, field, log_key_value_len(key, value));
+    put_str(buf, 1, key);
+    put_len(buf, 2, log_value_len(value));
+    put_log_value(buf, value);
+}
+
+fn put_log_record(buf: &mut Vec<u8>, record: &SdkLogRecord) {
+    put_fixed64(buf, 1, record.timestamp().map_or(0, nanos));
+    put_varint(buf, 2, severity(record.severity_number()));
+    put_str(buf, 3, record.severity_text().unwrap_or_default());
+    if let Some(body) = record.body() {
+        put_len(buf, 5, log_value_len(body));
+        put_log_value(buf, body);
+    }
+    for (k, v) in record.attributes_iter() {
+        put_log_key_value(buf, 6, k.as_str(), v);
+    }
+    put_fixed32(buf, 8, log_flags(record));
+    if let Some(context) = record.trace_context() {
+        put_bytes(buf, 9, &context.trace_id.to_bytes());
+        put_bytes(buf, 10, &context.span_id.to_bytes());
+    }
+    put_fixed64(buf, 11, record.observed_timestamp().map_or(0, nanos));
+    put_str(buf, 12, record.event_name().unwrap_or_default());
+}
+
 #[cfg(test)]
 mod tests {
     use std::{borrow::Cow, time::Duration};
@@ -558,5 +767,73 @@ mod tests {
             expected.encode_to_vec(),
             "the same bytes, not only the same message"
         );
+    }
+
+    #[test]
+    fn log_bytes_decode_to_what_the_exporter_would_have_sent() {
+        use opentelemetry::logs::{LogRecord as _, Logger as _, LoggerProvider as _};
+        use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+        use opentelemetry_proto::transform::logs::tonic::group_logs_by_resource_and_scope;
+        use opentelemetry_sdk::logs::SdkLoggerProvider;
+
+        let provider = SdkLoggerProvider::builder().build();
+        let logger = provider.logger("items-api");
+        let at = UNIX_EPOCH + Duration::from_nanos(1_700_000_000_000_000_001);
+        let mut access = logger.create_log_record();
+        access.set_target("items_api::access");
+        access.set_event_name("access");
+        access.set_timestamp(at);
+        access.set_observed_timestamp(at + Duration::from_micros(3));
+        access.set_severity_number(Severity::Info);
+        access.set_severity_text("INFO");
+        access.set_body(LogValue::from("GET /items/{id} 200"));
+        access.add_attribute("route", "/items/{id}");
+        access.add_attribute("status", 200_i64);
+        access.add_attribute("duration_ms", 0.0);
+        access.add_attribute("ok", false);
+        access.add_attribute("empty", "");
+        access.add_attribute(
+            "list",
+            LogValue::ListAny(Box::new(vec![LogValue::from(1_i64), LogValue::from("")])),
+        );
+        access.add_attribute("raw", LogValue::Bytes(Box::new(vec![0, 1, 2])));
+        access.set_trace_context(
+            TraceId::from(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736),
+            SpanId::from(0x00f0_67aa_0ba9_02b7),
+            Some(TraceFlags::SAMPLED),
+        );
+        let mut startup = logger.create_log_record();
+        startup.set_target("items_api");
+        startup.set_observed_timestamp(at);
+        startup.set_severity_number(Severity::Warn);
+        startup.set_body(LogValue::from("fault injection is ON"));
+        let mut bare = logger.create_log_record();
+        bare.set_observed_timestamp(at);
+        let scope = InstrumentationScope::builder("items-api").build();
+        let records = [(&access, &scope), (&startup, &scope), (&bare, &scope)];
+        let batch = LogBatch::new(&records);
+        let resource = Resource::builder_empty()
+            .with_attributes([KeyValue::new("service.name", "items-api")])
+            .build();
+
+        let bytes = encode_logs(&resource, &batch);
+        let mut decoded = ExportLogsServiceRequest::decode(bytes.as_slice()).unwrap();
+        let mut expected = ExportLogsServiceRequest {
+            resource_logs: group_logs_by_resource_and_scope(
+                &batch,
+                &ResourceAttributesWithSchema::from(&resource),
+            ),
+        };
+        // The exporter groups scopes in a HashMap: compare them in one order.
+        for request in [&mut decoded, &mut expected] {
+            request.resource_logs[0].scope_logs.sort_by(|a, b| {
+                a.scope
+                    .as_ref()
+                    .map(|s| s.name.clone())
+                    .cmp(&b.scope.as_ref().map(|s| s.name.clone()))
+            });
+        }
+        assert_eq!(decoded.resource_logs[0].scope_logs.len(), 3);
+        assert_eq!(decoded, expected);
     }
 }
