@@ -10,12 +10,12 @@ use poem::{
 };
 use tokio::sync::watch;
 
-use crate::{
-    api::{self, fault::FaultInjection, metrics_auth::BearerGuarded, payload::BodyLimit, AppState},
-    config::Config,
-    store::ItemStore,
-    telemetry::{business::BusinessMetrics, http::HttpTelemetry, Telemetry},
+use crate::api::{
+    self, fault::FaultInjection, metrics_auth::BearerGuarded, payload::BodyLimit, AppState,
 };
+use crate::config::Config;
+use crate::store::ItemStore;
+use crate::telemetry::{business::BusinessMetrics, http::HttpTelemetry, Telemetry};
 
 /// Why the service could not start. Each renders as one line for the operator.
 #[derive(Debug, thiserror::Error)]

@@ -7,12 +7,8 @@ use serde_json::{Map, Value};
 use super::{payload::FromJsonBody, problem::FieldError, schema};
 use crate::store::{self, ItemChanges, NewItem, DESCRIPTION_MAX, NAME_MAX};
 
-pub const LIMIT_MAX: i64 = 100;
+pub use super::schema::{JSON_INT_MAX, LIMIT_MAX};
 pub const LIMIT_DEFAULT: i64 = 20;
-/// The largest integer the API takes (offset, quantity) or documents (ids): 10^15, below 2^53
-/// so that every JSON client (JavaScript's numbers included) reads it exactly, and short enough
-/// that every parser of the OpenAPI document reads the bound exactly too.
-pub const JSON_INT_MAX: i64 = 1_000_000_000_000_000;
 
 /// A stored item.
 #[derive(Debug, Clone, Object)]

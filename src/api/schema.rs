@@ -10,8 +10,14 @@ use poem_openapi::{
     types::{ParseError, ParseFromParameter, ParseResult, Type},
 };
 
-use super::model::JSON_INT_MAX;
 use crate::store::{DESCRIPTION_MAX, NAME_MAX};
+
+/// The most items one page holds.
+pub const LIMIT_MAX: i64 = 100;
+/// The largest integer the API takes (offset, quantity) or documents (ids): 10^15, below 2^53
+/// so that every JSON client (JavaScript's numbers included) reads it exactly, and short enough
+/// that every parser of the OpenAPI document reads the bound exactly too.
+pub const JSON_INT_MAX: i64 = 1_000_000_000_000_000;
 
 /// Characters `str::trim` removes (Unicode `White_Space`), spelled for every regex dialect a
 /// client may use (ECMA-262, Python, Rust): `\s` differs between them.
@@ -203,7 +209,7 @@ impl Bounds for IdBounds {
 pub struct LimitBounds;
 impl Bounds for LimitBounds {
     const MIN: i64 = 1;
-    const MAX: i64 = super::model::LIMIT_MAX;
+    const MAX: i64 = LIMIT_MAX;
 }
 
 /// `offset`: items to skip.

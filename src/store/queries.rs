@@ -12,12 +12,12 @@ use sea_orm::{
 
 use super::entity::{self, ActiveModel, Column, Entity};
 use super::{Item, ItemStore, StoreError};
-use crate::telemetry::db::DbOperation;
+use crate::telemetry::db::{db_operation, DbOperation};
 
-const SELECT: DbOperation = crate::db_operation!("SELECT", "items");
-const INSERT: DbOperation = crate::db_operation!("INSERT", "items");
-const UPDATE: DbOperation = crate::db_operation!("UPDATE", "items");
-const DELETE: DbOperation = crate::db_operation!("DELETE", "items");
+const SELECT: DbOperation = db_operation!("SELECT", "items");
+const INSERT: DbOperation = db_operation!("INSERT", "items");
+const UPDATE: DbOperation = db_operation!("UPDATE", "items");
+const DELETE: DbOperation = db_operation!("DELETE", "items");
 
 /// A validated item to create.
 #[derive(Debug, Clone, PartialEq)]

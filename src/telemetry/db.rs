@@ -57,7 +57,6 @@ impl DbOperation {
 }
 
 /// A `DbOperation` with its span name joined at compile time.
-#[macro_export]
 macro_rules! db_operation {
     ($operation:literal, $collection:literal) => {
         $crate::telemetry::db::DbOperation::new(
@@ -67,6 +66,7 @@ macro_rules! db_operation {
         )
     };
 }
+pub(crate) use db_operation;
 
 /// How many kinds of statement get a bound series (the store has four); more are measured the
 /// ordinary way.
