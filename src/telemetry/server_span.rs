@@ -42,7 +42,13 @@ impl ServerSpan {
     /// `finish` knows the route.
     pub fn start(tracer: &SdkTracer, req: &Request, facts: &RequestFacts) -> Self {
         let headers = req.headers();
-        let parent = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
+        // Only the W3C headers can carry a parent or baggage (`OTEL_PROPAGATORS` offers no
+        // others); most requests have neither, and skip the propagators.
+        let parent = if headers.contains_key("traceparent") || headers.contains_key("baggage") {
+            global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)))
+        } else {
+            Context::current()
+        };
         let mut span = tracer
             .span_builder(facts.method)
             .with_kind(SpanKind::Server)
