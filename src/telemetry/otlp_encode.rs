@@ -287,14 +287,23 @@ fn link_len(link: &opentelemetry::trace::Link) -> usize {
 
 // --- writing -----------------------------------------------------------------------------------
 
+/// A varint; most here (tags, small lengths) fit one byte.
+fn put_uvarint(buf: &mut Vec<u8>, v: u64) {
+    if v < 0x80 {
+        buf.push(v as u8);
+    } else {
+        encode_varint(v, buf);
+    }
+}
+
 fn put_tag(buf: &mut Vec<u8>, field: u32, wire_type: u32) {
-    encode_varint(u64::from(field << 3 | wire_type), buf);
+    put_uvarint(buf, u64::from(field << 3 | wire_type));
 }
 
 /// The tag and length of a nested message or byte string; its bytes follow.
 fn put_len(buf: &mut Vec<u8>, field: u32, len: usize) {
     put_tag(buf, field, LEN);
-    encode_varint(len as u64, buf);
+    put_uvarint(buf, len as u64);
 }
 
 fn put_bytes(buf: &mut Vec<u8>, field: u32, bytes: &[u8]) {
@@ -311,7 +320,7 @@ fn put_str(buf: &mut Vec<u8>, field: u32, s: &str) {
 fn put_varint(buf: &mut Vec<u8>, field: u32, v: u64) {
     if v != 0 {
         put_tag(buf, field, VARINT);
-        encode_varint(v, buf);
+        put_uvarint(buf, v);
     }
 }
 
@@ -333,7 +342,7 @@ fn put_any_value(buf: &mut Vec<u8>, value: &Value) {
     match value {
         Value::Bool(b) => {
             put_tag(buf, 2, VARINT);
-            encode_varint(u64::from(*b), buf);
+            put_uvarint(buf, u64::from(*b));
         }
         Value::I64(i) => {
             put_tag(buf, 3, VARINT);
@@ -367,9 +376,10 @@ fn put_array(buf: &mut Vec<u8>, array: &Array) {
 }
 
 fn put_key_value(buf: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
-    put_len(buf, field, key_value_len(key, value));
+    let value_len = any_value_len(value);
+    put_len(buf, field, str_field(1, key) + len_field(2, value_len));
     put_str(buf, 1, key);
-    put_len(buf, 2, any_value_len(value));
+    put_len(buf, 2, value_len);
     put_any_value(buf, value);
 }
 
@@ -591,7 +601,7 @@ fn put_log_value(buf: &mut Vec<u8>, value: &LogValue) {
         LogValue::String(s) => put_bytes(buf, 1, s.as_str().as_bytes()),
         LogValue::Boolean(b) => {
             put_tag(buf, 2, VARINT);
-            encode_varint(u64::from(*b), buf);
+            put_uvarint(buf, u64::from(*b));
         }
         LogValue::Bytes(bytes) => put_bytes(buf, 7, bytes),
         LogValue::ListAny(values) => {
@@ -622,9 +632,10 @@ fn put_log_value(buf: &mut Vec<u8>, value: &LogValue) {
 }
 
 fn put_log_key_value(buf: &mut Vec<u8>, field: u32, key: &str, value: &LogValue) {
-    put_len(buf, field, log_key_value_len(key, value));
+    let value_len = log_value_len(value);
+    put_len(buf, field, str_field(1, key) + len_field(2, value_len));
     put_str(buf, 1, key);
-    put_len(buf, 2, log_value_len(value));
+    put_len(buf, 2, value_len);
     put_log_value(buf, value);
 }
 

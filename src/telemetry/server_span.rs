@@ -17,9 +17,12 @@ use opentelemetry_semantic_conventions::attribute::{
     URL_PATH, URL_SCHEME, USER_AGENT_ORIGINAL,
 };
 use poem::{
-    http::{header, HeaderValue, StatusCode},
+    http::{header, HeaderName, HeaderValue, StatusCode},
     Request,
 };
+
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static BAGGAGE: HeaderName = HeaderName::from_static("baggage");
 
 /// The attributes a SERVER span can carry; its attribute list is allocated once at this size.
 const MAX_ATTRIBUTES: usize = 12;
@@ -44,7 +47,7 @@ impl ServerSpan {
         let headers = req.headers();
         // Only the W3C headers can carry a parent or baggage (`OTEL_PROPAGATORS` offers no
         // others); most requests have neither, and skip the propagators.
-        let parent = if headers.contains_key("traceparent") || headers.contains_key("baggage") {
+        let parent = if headers.contains_key(&TRACEPARENT) || headers.contains_key(&BAGGAGE) {
             global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)))
         } else {
             Context::current()
