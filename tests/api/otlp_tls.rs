@@ -8,11 +8,7 @@
 
 use std::{
     collections::BTreeSet,
-    io::{BufRead, BufReader},
     path::Path,
-    process::Child,
-    sync::{Arc, Mutex},
-    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
@@ -21,20 +17,18 @@ use opentelemetry_proto::tonic::{
 };
 use serde_json::{json, Value};
 
-use crate::cli::{free_port, items_api, sigterm, wait_for_port};
+use crate::cli::{free_port, items_api, wait_for_port};
 use crate::otlp_receiver::{OtlpReceiver, Pki, Received};
+use crate::traces::{hex, Traced};
 
 /// `OTEL_EXPORTER_OTLP_HEADERS` as an operator would write it: values URL-encoded.
 const HEADERS: &str = "x-tenant=acme%20corp, authorization=Bearer%20s3cret";
 
-/// The binary exporting everything to `endpoint`, trusting the CA in `ca_pem`, with its JSON
-/// stdout collected.
+/// The binary exporting everything to `endpoint` over TLS, trusting the CA in `ca_pem` and
+/// presenting `client`'s certificate, with its JSON stdout collected.
 struct Exporting {
-    child: Child,
-    base: String,
-    stdout: Arc<Mutex<Vec<String>>>,
-    reader: Option<JoinHandle<()>>,
-    _dir: tempfile::TempDir,
+    app: Traced,
+    _certs: tempfile::TempDir,
 }
 
 fn write(dir: &Path, name: &str, contents: &str) -> String {
@@ -55,45 +49,28 @@ impl Exporting {
         client: &Pki,
         env: &[(&str, &str)],
     ) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let ca = write(dir.path(), "ca.pem", ca_pem);
-        let client_cert = write(dir.path(), "client.pem", &client.client_cert_pem);
-        let client_key = write(dir.path(), "client-key.pem", &client.client_key_pem);
-        let mut command = items_api(dir.path());
-        command
-            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .env("LOG_FORMAT", "json")
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
-            .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
-            .env("OTEL_EXPORTER_OTLP_CERTIFICATE", ca)
-            .env("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", client_cert)
-            .env("OTEL_EXPORTER_OTLP_CLIENT_KEY", client_key)
-            .env("OTEL_EXPORTER_OTLP_HEADERS", HEADERS)
-            .env("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
-            .env("OTEL_METRICS_EXPORTER", "prometheus,otlp")
-            .env("OTEL_METRIC_EXPORT_INTERVAL", "300")
-            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-            .env("OTEL_BLRP_SCHEDULE_DELAY", "100");
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let mut child = command.spawn().unwrap();
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let lines = stdout.clone();
-        let pipe = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
-        wait_for_port(port, &mut child);
+        let certs = tempfile::tempdir().unwrap();
+        let ca = write(certs.path(), "ca.pem", ca_pem);
+        let client_cert = write(certs.path(), "client.pem", &client.client_cert_pem);
+        let client_key = write(certs.path(), "client-key.pem", &client.client_key_pem);
+        let mut all = vec![
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.as_str()),
+            (
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+                client_cert.as_str(),
+            ),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", client_key.as_str()),
+            ("OTEL_EXPORTER_OTLP_HEADERS", HEADERS),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ("OTEL_METRICS_EXPORTER", "prometheus,otlp"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "300"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_BLRP_SCHEDULE_DELAY", "100"),
+        ];
+        all.extend_from_slice(env);
         Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            stdout,
-            reader: Some(reader),
-            _dir: dir,
+            app: Traced::start(endpoint, protocol, &all),
+            _certs: certs,
         }
     }
 
@@ -102,7 +79,7 @@ impl Exporting {
     async fn requests(&self) -> String {
         let client = reqwest::Client::new();
         let created = client
-            .post(format!("{}/items", self.base))
+            .post(self.app.url("/items"))
             .json(&json!({"name": "tls", "price": 1.5}))
             .send()
             .await
@@ -112,13 +89,13 @@ impl Exporting {
             .as_i64()
             .unwrap();
         let read = client
-            .get(format!("{}/items/{id}", self.base))
+            .get(self.app.url(&format!("/items/{id}")))
             .send()
             .await
             .unwrap();
         assert_eq!(read.status(), 200);
         let missing = client
-            .get(format!("{}/items/999999", self.base))
+            .get(self.app.url("/items/999999"))
             .send()
             .await
             .unwrap();
@@ -130,28 +107,9 @@ impl Exporting {
     }
 
     /// SIGTERM, a clean exit, the JSON lines.
-    fn stop(mut self) -> Vec<Value> {
-        sigterm(&self.child);
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "exit status {status}");
-        self.reader.take().unwrap().join().unwrap();
-        let lines = self.stdout.lock().unwrap().clone();
-        lines
-            .iter()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON line: {l}")))
-            .collect()
+    fn stop(self) -> Vec<Value> {
+        self.app.stop()
     }
-}
-
-impl Drop for Exporting {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn has_server_span(received: &Received, trace_id: &str) -> bool {

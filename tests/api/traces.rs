@@ -19,8 +19,8 @@ use serde_json::{json, Value};
 use crate::cli::{free_port, items_api, sigterm, wait_for_port};
 use crate::otlp_receiver::{OtlpReceiver, Received};
 
-/// The binary, exporting to `endpoint`, with its stdout collected.
-struct Traced {
+/// The binary, exporting to `endpoint`, with its stdout collected (also used by `otlp_tls`).
+pub(crate) struct Traced {
     child: Child,
     base: String,
     client: reqwest::Client,
@@ -30,7 +30,7 @@ struct Traced {
 }
 
 impl Traced {
-    fn start(endpoint: &str, protocol: &str, env: &[(&str, &str)]) -> Self {
+    pub(crate) fn start(endpoint: &str, protocol: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut command = items_api(dir.path());
@@ -62,7 +62,7 @@ impl Traced {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
@@ -94,7 +94,7 @@ impl Traced {
     }
 
     /// SIGTERM, wait for a clean exit (which flushes telemetry), return the JSON log lines.
-    fn stop(mut self) -> Vec<Value> {
+    pub(crate) fn stop(mut self) -> Vec<Value> {
         sigterm(&self.child);
         let status = self.child.wait().unwrap();
         assert!(status.success(), "exit status {status}");
@@ -114,7 +114,7 @@ impl Drop for Traced {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
